@@ -1,0 +1,13 @@
+"""svdkd_jax: KD-SVD (Lee, Kim, Song, ECCV 2018) in JAX and Flax NNX.
+
+Where things live:
+  svd.py             truncated SVD with its custom VJP (gradient modes "paper", "exact", "sskd_code"), alignment
+  distill.py         distillation methods (kd_svd, fsp, soft_target, none): one registry, one signature
+  optim.py           optax chain and the multi-task combination of main and distillation gradients
+  models/            Flax NNX networks returning (logits, taps)
+  input_pipeline.py  data sources (tfds, .npz archives, bundled digits), augmentation, sharded batches
+  train.py           train_and_evaluate(config, workdir)
+  main.py            command-line entry point
+"""
+
+__version__ = "0.1.0"
