@@ -1,0 +1,72 @@
+"""Device mesh and shardings: data parallelism from one CPU to a multi-host TPU pod.
+
+One mesh axis, "data", over every device of every process. The batch is sharded along it and the train state is
+replicated, so `jax.jit` inserts the gradient all-reduce itself and BatchNorm statistics are computed over the global
+batch (the mean over a sharded axis is a global mean under jit). This is the supported successor of `jax.pmap`.
+
+The mesh uses `AxisType.Auto` on purpose: under `Explicit` axes, differentiating `jnp.linalg.svd` fails (design.md).
+"""
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def maybe_initialize_distributed() -> bool:
+  """Calls `jax.distributed.initialize()` when the environment describes a multi-process run.
+
+  Single-host runs (the default) skip it: initialising without a cluster would wait for a coordinator. Cloud TPU
+  pods and SLURM set their own variables; elsewhere set `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES` and
+  `JAX_PROCESS_ID`. Returns True if it initialised.
+  """
+  env = os.environ
+  explicit = "JAX_COORDINATOR_ADDRESS" in env and int(env.get("JAX_NUM_PROCESSES", "1")) > 1
+  if explicit:
+    jax.distributed.initialize(
+        coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+        num_processes=int(env["JAX_NUM_PROCESSES"]),
+        process_id=int(env["JAX_PROCESS_ID"]))
+    return True
+  if "TPU_WORKER_HOSTNAMES" in env and "," in env["TPU_WORKER_HOSTNAMES"]:
+    jax.distributed.initialize()  # Cloud TPU pod slice: jax finds everything itself.
+    return True
+  return False
+
+
+def create_mesh(devices: list | None = None) -> Mesh:
+  """A 1-D mesh named "data" over `devices` (default: all devices of all processes)."""
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices)
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over the "data" axis."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Every device holds the whole array (train state, teacher)."""
+  return NamedSharding(mesh, P())
+
+
+def check_batch_size(global_batch_size: int, mesh: Mesh, name: str = "train.batch_size") -> None:
+  """Raises a ValueError unless the global batch splits evenly over the devices and processes."""
+  n = mesh.size
+  if global_batch_size % n or global_batch_size % jax.process_count():
+    raise ValueError(
+        f"{name}={global_batch_size} must be divisible by the number of devices ({n}) and processes "
+        f"({jax.process_count()}); set --config.{name} to a multiple of {n}.")
+
+
+def replicate(tree, mesh: Mesh):
+  """Places a host pytree (e.g. a freshly initialised state) on every device of `mesh`."""
+  sharding = replicated(mesh)
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  # Multi-process: every process holds the same value; assemble global replicated arrays from the local copies.
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x), np.shape(x)), tree)
