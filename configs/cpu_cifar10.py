@@ -1,0 +1,39 @@
+"""CPU-scale reproduction, second table: CIFAR-10 (the offline JPEG-75 copy), VGG pair at reduced width.
+
+Same networks, width, compressed schedule and table as configs/cpu_tiny_imagenet.py (read its docstring); only
+the data differ: 10 classes, 50,000 train / 10,000 test images at 32x32, JPEG-compressed (expect slightly lower
+accuracy than on the original pickles).
+
+  python experiments/run_table.py --config configs/cpu_cifar10.py --root runs
+"""
+
+import importlib.util
+import pathlib
+
+import ml_collections
+
+
+def _load(name: str):
+  path = pathlib.Path(__file__).resolve().with_name(f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"svdkd_configs_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+_cpu = _load("cpu_tiny_imagenet")
+_vgg = _load("cifar100_vgg")
+VARIANTS, TABLE_VARIANTS, TABLE_SEEDS = _cpu.VARIANTS, _cpu.TABLE_VARIANTS, _cpu.TABLE_SEEDS
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = _cpu.cpu_recipe()
+  config.data.source = "archive"
+  config.data.name = "cifar10_jpeg"
+  config.data.path = _vgg.shared_data("cifar10_jpeg")
+  config.data.train_split = "train"
+  config.data.eval_split = "test"
+  config.data.num_classes = 10
+  config.data.image_size = 32
+  return _vgg.apply_variant(config, arg, teacher="vgg_teacher", student="vgg_student",
+                            init_epochs=max(1, (2 * _cpu.EPOCHS) // 5))
