@@ -1,0 +1,212 @@
+r"""Trains a teacher, then every student of a table, in sequence; rerun the same command to resume.
+
+  python experiments/run_table.py --config configs/cpu_tiny_imagenet.py --config configs/cpu_cifar10.py --root runs
+  python experiments/run_table.py --config configs/crd_benchmark.py:wrn_40_2 --variants kd_svd,fsp --seeds 0,1 \
+      --root runs --set train.epochs=10
+
+A table is a config file (optionally with base tokens after `:`, e.g. a CRD pair), a list of variants and seeds;
+both default to the file's TABLE_VARIANTS / TABLE_SEEDS. Workdirs are `ROOT/<table>/<variant>/seed<N>` with
+<table> the file's stem plus its base tokens; the teacher is `ROOT/<table>/teacher/seed<T>` and every student gets
+`--config.teacher.workdir` pointing at it. Each run is one `python -m svdkd_jax.main` process (output appended to
+`WORKDIR/run.log`); a run whose `summary.json` says `complete` is skipped, an incomplete one resumes from its last
+checkpoint (the trainer does that for the same command). One line per run is printed, then mean +- std per variant.
+Exit status 1 if any run failed (the others still ran, except students of a failed teacher).
+"""
+
+import argparse
+import dataclasses
+import functools
+import importlib.util
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+SUMMARY_FILE = "summary.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  table: str
+  config_path: str
+  arg: str  # the `:variant` string handed to the config file (base tokens + variant)
+  variant: str
+  seed: int
+  workdir: str
+  teacher_workdir: str = ""  # "" for the teacher itself
+
+
+def load_config_module(path: str):
+  """Imports a config file by path (configs/ is not a package)."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"Config file {path!r} does not exist (give a path like configs/cpu_cifar10.py).")
+  spec = importlib.util.spec_from_file_location(f"svdkd_table_{pathlib.Path(path).stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def plan(config_spec: str, root: str, *, variants: Sequence[str] = (), seeds: Sequence[int] = (),
+         teacher_seed: int = 0, table: str = "") -> list[Run]:
+  """The runs of one table, teacher first. `config_spec` = `path[:base,tokens]`."""
+  path, _, base = config_spec.partition(":")
+  module = load_config_module(path)
+  variants = list(variants) or list(getattr(module, "TABLE_VARIANTS", ()))
+  seeds = list(seeds) or list(getattr(module, "TABLE_SEEDS", (0,)))
+  if not variants:
+    raise ValueError(f"{path} defines no TABLE_VARIANTS: pass --variants (one of {getattr(module, 'VARIANTS', '?')}).")
+  if "teacher" in variants:
+    raise ValueError("Do not list `teacher` in --variants: the runner trains it first (seed --teacher_seed).")
+  base_tokens = [t.strip() for t in base.split(",") if t.strip()]
+  table = table or "_".join([pathlib.Path(path).stem] + base_tokens)
+  arg = lambda v: ",".join(base_tokens + [v])
+  for v in variants:  # Fail before training anything if a variant is unknown.
+    module.get_config(arg(v))
+  teacher_dir = os.path.join(root, table, "teacher", f"seed{teacher_seed}")
+  runs = [Run(table, path, arg("teacher"), "teacher", teacher_seed, teacher_dir)]
+  for v in variants:
+    for s in seeds:
+      runs.append(Run(table, path, arg(v), v, s, os.path.join(root, table, v, f"seed{s}"), teacher_dir))
+  return runs
+
+
+def read_summary(workdir: str) -> dict | None:
+  try:
+    with open(os.path.join(workdir, SUMMARY_FILE)) as f:
+      return json.load(f)
+  except (FileNotFoundError, json.JSONDecodeError):
+    return None
+
+
+def is_complete(workdir: str) -> bool:
+  summary = read_summary(workdir)
+  return bool(summary and summary.get("complete"))
+
+
+def accuracy(summary: dict, which: str) -> float | None:
+  """`which` in {"best", "last"}: the eval accuracy in [0, 1] recorded in a summary."""
+  for key in (f"{which}_eval_accuracy", f"{which}_accuracy", which):
+    value = summary.get(key)
+    if isinstance(value, (int, float)):
+      return float(value)
+  return None
+
+
+def main_command(run: Run, overrides: Sequence[str] = ()) -> list[str]:
+  """The `python -m svdkd_jax.main` command line of one run."""
+  cmd = [sys.executable, "-m", "svdkd_jax.main", f"--config={run.config_path}:{run.arg}",
+         f"--workdir={run.workdir}", f"--config.seed={run.seed}"]
+  if run.teacher_workdir:
+    cmd.append(f"--config.teacher.workdir={run.teacher_workdir}")
+  return cmd + [f"--config.{o}" for o in overrides]
+
+
+def subprocess_runner(run: Run, overrides: Sequence[str], *, verbose: bool = False) -> int:
+  """Runs one training process; its output goes to WORKDIR/run.log (and to the terminal with verbose)."""
+  os.makedirs(run.workdir, exist_ok=True)
+  cmd = main_command(run, overrides)
+  if verbose:
+    return subprocess.call(cmd)
+  with open(os.path.join(run.workdir, "run.log"), "a") as log:
+    log.write(f"\n$ {' '.join(cmd)}\n")
+    log.flush()
+    return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _line(run: Run, status: str, summary: dict | None, seconds: float | None = None) -> str:
+  fmt = lambda x: "  -  " if x is None else f"{100 * x:5.2f}"
+  best = accuracy(summary, "best") if summary else None
+  last = accuracy(summary, "last") if summary else None
+  took = f" {seconds / 60:6.1f} min" if seconds is not None else ""
+  return f"[{run.table}] {run.variant:<18} seed{run.seed}  {status:<9} best {fmt(best)}  last {fmt(last)}{took}"
+
+
+def run_table(runs: Sequence[Run], *, overrides: Sequence[str] = (), dry_run: bool = False,
+              runner: Callable[[Run, Sequence[str]], int] = subprocess_runner,
+              echo: Callable[[str], None] = functools.partial(print, flush=True)) -> list[Run]:
+  """Trains `runs` in order (teacher first), skipping complete ones; returns the runs that failed."""
+  failed = []
+  for run in runs:
+    if is_complete(run.workdir):
+      echo(_line(run, "skipped", read_summary(run.workdir)))
+      continue
+    if dry_run:
+      echo(" ".join(main_command(run, overrides)))
+      continue
+    if run.teacher_workdir and not is_complete(run.teacher_workdir):
+      echo(_line(run, "no-teach", None) + f"  (teacher {run.teacher_workdir} is not complete)")
+      failed.append(run)
+      continue
+    start = time.time()
+    rc = runner(run, overrides)
+    summary = read_summary(run.workdir)
+    done = rc == 0 and bool(summary and summary.get("complete"))
+    status = "done" if done else f"FAILED:{rc}"
+    echo(_line(run, status, summary, time.time() - start)
+         + ("" if done else f"  (see {os.path.join(run.workdir, 'run.log')})"))
+    if not done:
+      failed.append(run)
+  return failed
+
+
+def table_summary(runs: Sequence[Run]) -> list[str]:
+  """One line per variant: mean +- std (over seeds) of the best and last eval accuracy, in percent."""
+  lines, by_variant = [], {}
+  for run in runs:
+    by_variant.setdefault((run.table, run.variant), []).append(read_summary(run.workdir))
+  for (table, variant), summaries in by_variant.items():
+    done = [s for s in summaries if s and s.get("complete")]
+    cells = []
+    for which in ("best", "last"):
+      xs = [100 * a for a in (accuracy(s, which) for s in done) if a is not None]
+      std = statistics.stdev(xs) if len(xs) > 1 else 0.0
+      cells.append(f"{which} {statistics.mean(xs):5.2f} +- {std:4.2f}" if xs else f"{which}   -  ")
+    lines.append(f"[{table}] {variant:<18} {len(done)}/{len(summaries)} runs  " + "  ".join(cells))
+  return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--config", action="append", required=True,
+                      help="config file[:base tokens]; repeat to run several tables in sequence")
+  parser.add_argument("--root", required=True, help="workdirs go to ROOT/<table>/<variant>/seed<N>")
+  parser.add_argument("--variants", default="", help="comma-separated (default: the file's TABLE_VARIANTS)")
+  parser.add_argument("--seeds", default="", help="comma-separated student seeds (default: the file's TABLE_SEEDS)")
+  parser.add_argument("--teacher_seed", type=int, default=0)
+  parser.add_argument("--table", default="", help="table name (default: the config file's stem + base tokens)")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="config override for every run, e.g. --set train.epochs=2 (becomes --config.KEY=VALUE)")
+  parser.add_argument("--dry_run", action="store_true", help="print the commands of the runs still to do")
+  parser.add_argument("--verbose", action="store_true", help="show the trainer's output instead of logging it")
+  args = parser.parse_args(argv)
+  if args.table and len(args.config) > 1:
+    parser.error("--table names one table: give a single --config with it")
+  for o in args.set:
+    if "=" not in o:
+      parser.error(f"--set {o!r}: expected KEY=VALUE, e.g. --set train.epochs=2")
+  variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+  try:
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+  except ValueError:
+    parser.error(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2")
+
+  runs = []
+  try:
+    for spec in args.config:
+      runs += plan(spec, args.root, variants=variants, seeds=seeds, teacher_seed=args.teacher_seed, table=args.table)
+  except (ValueError, FileNotFoundError) as e:
+    parser.error(str(e))
+  runner = lambda run, overrides: subprocess_runner(run, overrides, verbose=args.verbose)
+  failed = run_table(runs, overrides=args.set, dry_run=args.dry_run, runner=runner)
+  if not args.dry_run:
+    print("\n".join(table_summary(runs)), flush=True)
+  return 1 if failed else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
