@@ -1,0 +1,272 @@
+"""Tests for svdkd_jax.distill against independent float64 NumPy references (kdsvd_reference.md sections 4, 5, 9)."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from svdkd_jax import distill
+from svdkd_jax import svd
+
+# Tiny taps covering HW > D, HW < D (the SVD's null-space case) and min(HW, D) = k + 1 for k = 2.
+SHAPES = [(2, 3, 3, 4), (2, 2, 2, 6), (2, 2, 2, 3)]
+
+
+def _taps(seed, shapes=SHAPES):
+  rng = np.random.default_rng(seed)
+  return [rng.standard_normal(s) for s in shapes]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NumPy references, written from the reference text, not from distill.py.
+
+
+def np_kd_svd(student_taps, teacher_taps, k, beta=8.0, loss_scale="sskd", sign_refs=None):
+  """KD-SVD loss (sections 4-5), per pair, in float64 with explicit loops.
+
+  The loss depends on the sign convention of the student's SVD (section 4: the teacher is flipped to the student,
+  and the DFV is not invariant to flipping one tap alone), so the student's vectors take the sign of `sign_refs[l]`
+  (`[B, D, k+1]`, the implementation's vectors) when given; everything else is computed independently.
+  """
+  feats = []
+  for l, (s_tap, t_tap) in enumerate(zip(student_taps, teacher_taps)):
+    bsz, h, w, d = s_tap.shape
+    xs, ys = np.zeros((bsz, d, k)), np.zeros((bsz, d, k))
+    for b in range(bsz):
+      _, _, vt_s = np.linalg.svd(s_tap[b].reshape(h * w, d), full_matrices=False)
+      _, sig_t, vt_t = np.linalg.svd(t_tap[b].reshape(-1, d), full_matrices=False)
+      v_s = vt_s[:k + 1].T  # [D, k+1] candidates
+      if sign_refs is not None:
+        v_s = v_s * np.sign(np.sum(v_s * sign_refs[l][b], axis=0))
+      v_t, sig_t = vt_t[:k].T, sig_t[:k]
+      weights = sig_t / np.linalg.norm(sig_t)
+      for i in range(k):
+        j = np.argmax([abs(v_s[:, c] @ v_t[:, i]) for c in range(k + 1)])
+        x, y = v_s[:, j] * weights[i], v_t[:, i] * weights[i]
+        if x @ y < 0:
+          y = -y
+        xs[b, :, i], ys[b, :, i] = x, y
+    feats.append((xs, ys))
+  pair_losses = []
+  for l in range(len(feats) - 1):
+    total = 0.0
+    bsz = feats[l][0].shape[0]
+    for b in range(bsz):
+      for i in range(k):
+        front_s, back_s = feats[l][0][b, :, i], feats[l + 1][0][b, :, i]
+        front_t, back_t = feats[l][1][b, :, i], feats[l + 1][1][b, :, i]
+        g_s = np.exp(-(front_s[:, None] - back_s[None, :]) ** 2 / beta)
+        g_t = np.exp(-(front_t[:, None] - back_t[None, :]) ** 2 / beta)
+        total += 0.5 * np.sum((g_s - g_t) ** 2) * np.sqrt(k)
+    pair_losses.append(total if loss_scale == "sskd" else total / bsz)
+  return pair_losses
+
+
+def _sign_refs(student_taps, k):
+  """The implementation's student singular vectors (only their signs are used by the reference)."""
+  refs = []
+  for x in student_taps:
+    bsz, h, w, d = x.shape
+    _, _, v = svd.truncated_svd(jnp.asarray(x).reshape(bsz, h * w, d), k + 1, grad_mode="exact")
+    refs.append(np.asarray(v))
+  return refs
+
+
+def np_fsp(student_taps, teacher_taps):
+  def pool(x, f):
+    bsz, h, w, d = x.shape
+    out = np.zeros((bsz, h // f, w // f, d))
+    for i in range(h // f):
+      for j in range(w // f):
+        out[:, i, j] = x[:, i * f:(i + 1) * f, j * f:(j + 1) * f].max(axis=(1, 2))
+    return out
+
+  def gram(top, bot):
+    if top.shape[1] > bot.shape[1]:
+      top = pool(top, top.shape[1] // bot.shape[1])
+    bsz, h, w, _ = bot.shape
+    return np.stack([top[b].reshape(h * w, -1).T @ bot[b].reshape(h * w, -1) / (h * w) for b in range(bsz)])
+
+  n = sum(student_taps[l].shape[-1] * student_taps[l + 1].shape[-1] for l in range(len(student_taps) - 1))
+  return [np.mean(np.sum((gram(teacher_taps[l], teacher_taps[l + 1]) - gram(student_taps[l], student_taps[l + 1]))
+                         ** 2, axis=(1, 2)) / 2) / n for l in range(len(student_taps) - 1)]
+
+
+def np_soft_target(zs, zt, temperature):
+  def log_softmax(z):
+    z = z / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+  lt, ls = log_softmax(zt), log_softmax(zs)
+  return temperature**2 * np.mean(np.sum(np.exp(lt) * (lt - ls), axis=-1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# kd_svd
+
+
+@pytest.mark.parametrize("k,loss_scale", [(1, "sskd"), (2, "sskd"), (2, "mean")])
+def test_kd_svd_matches_numpy(k, loss_scale):
+  with jax.enable_x64(True):
+    s_np, t_np = _taps(0), _taps(1)
+    fn = distill.get("kd_svd", k=k, beta=8.0, svd_grad="paper", loss_scale=loss_scale)
+    loss, aux = fn([jnp.asarray(x) for x in s_np], [jnp.asarray(x) for x in t_np], jnp.zeros((2, 5)),
+                   jnp.zeros((2, 5)))
+    expected = np_kd_svd(s_np, t_np, k, loss_scale=loss_scale, sign_refs=_sign_refs(s_np, k))
+    assert loss.dtype == jnp.float64
+    np.testing.assert_allclose(float(loss), sum(expected), rtol=1e-9)
+    np.testing.assert_allclose([float(aux[f"pair_{l}"]) for l in range(2)], expected, rtol=1e-9)
+    assert float(loss) > 1e-4  # the test would notice a loss stuck at zero
+
+
+def test_kd_svd_loss_value_is_independent_of_grad_mode():
+  with jax.enable_x64(True):
+    s, t = [jnp.asarray(x) for x in _taps(2)], [jnp.asarray(x) for x in _taps(3)]
+    losses = [float(distill.get("kd_svd", k=2, svd_grad=m)(s, t, None, None)[0]) for m in svd.GRAD_MODES]
+    np.testing.assert_allclose(losses, losses[0], rtol=1e-9)
+
+
+def test_kd_svd_gradient_matches_finite_differences():
+  k = 2
+  with jax.enable_x64(True):
+    s_np, t_np = _taps(4), _taps(5)
+    refs = _sign_refs(s_np, k)
+    fn = distill.get("kd_svd", k=k, svd_grad="exact")
+    t = [jnp.asarray(x) for x in t_np]
+    grads = jax.grad(lambda s: fn(s, t, None, None)[0])([jnp.asarray(x) for x in s_np])
+
+    eps = 1e-6
+    for l, x in enumerate(s_np):
+      fd = np.zeros_like(x)
+      for idx in np.ndindex(x.shape):
+        plus = [y.copy() for y in s_np]
+        minus = [y.copy() for y in s_np]
+        plus[l][idx] += eps
+        minus[l][idx] -= eps
+        fd[idx] = (sum(np_kd_svd(plus, t_np, k, sign_refs=refs)) - sum(np_kd_svd(minus, t_np, k, sign_refs=refs))) / (
+            2 * eps)
+      assert np.abs(fd).max() > 1e-4, f"tap {l}: finite differences vanish, the test would be vacuous"
+      np.testing.assert_allclose(np.asarray(grads[l]), fd, rtol=1e-5, atol=1e-7 * np.abs(fd).max(),
+                                 err_msg=f"tap {l}")
+
+
+def test_kd_svd_teacher_sign_flip_leaves_loss_unchanged(monkeypatch):
+  with jax.enable_x64(True):
+    s, t = [jnp.asarray(x) for x in _taps(6)], [jnp.asarray(x) for x in _taps(7)]
+    fn = distill.get("kd_svd", k=2)
+    base = float(fn(s, t, None, None)[0])
+    original = svd.truncated_svd
+
+    for column in range(2):
+      def flipped(x, k, *, grad_mode="paper", column=column):
+        u, sig, v = original(x, k, grad_mode=grad_mode)
+        if k == 2:  # the teacher's call (the student asks for k + 1 = 3)
+          sign = jnp.ones(k).at[column].set(-1.0)
+          u, v = u * sign, v * sign
+        return u, sig, v
+
+      monkeypatch.setattr(svd, "truncated_svd", flipped)
+      np.testing.assert_allclose(float(fn(s, t, None, None)[0]), base, rtol=1e-12)
+    monkeypatch.setattr(svd, "truncated_svd", original)
+
+
+@pytest.mark.parametrize("name", ["kd_svd", "fsp", "soft_target"])
+def test_teacher_receives_no_gradient(name):
+  shapes = [(2, 4, 4, 3), (2, 2, 2, 5), (2, 2, 2, 4)]  # valid for every method (FSP pools 4x4 -> 2x2)
+  s = [jnp.asarray(x, jnp.float32) for x in _taps(8, shapes)]
+  t = [jnp.asarray(x, jnp.float32) for x in _taps(9, shapes)]
+  zs, zt = jax.random.normal(jax.random.key(0), (2, 5)), jax.random.normal(jax.random.key(1), (2, 5))
+  fn = distill.get(name)
+  g_s, g_t, g_zs, g_zt = jax.grad(lambda a, b, c, d: fn(a, b, c, d)[0], argnums=(0, 1, 2, 3))(s, t, zs, zt)
+  for g in g_t + [g_zt]:
+    assert np.all(np.asarray(g) == 0.0)
+  # ... while the student does receive one.
+  assert max(float(jnp.abs(g).max()) for g in g_s + [g_zs]) > 0
+
+
+def test_kd_svd_drops_a_non_finite_sample():
+  s, t = [jnp.asarray(x, jnp.float32) for x in _taps(10)], [jnp.asarray(x, jnp.float32) for x in _taps(11)]
+  bad = [s[0].at[1].set(jnp.nan)] + s[1:]
+  fn = distill.get("kd_svd", k=1)
+  loss, _ = fn(bad, t, None, None)
+  good_only, _ = fn([x[:1] for x in s], [x[:1] for x in t], None, None)
+  np.testing.assert_allclose(float(loss), float(good_only), rtol=1e-5)
+  grads = jax.grad(lambda a: fn(a, t, None, None)[0])(bad)
+  assert all(bool(jnp.isfinite(g[0]).all()) for g in grads)
+
+
+def test_kd_svd_errors_name_taps_and_shapes():
+  s = [jnp.zeros(x) for x in SHAPES]
+  fn = distill.get("kd_svd", k=1)
+  wrong_d = [s[0], jnp.zeros((2, 2, 2, 7)), s[2]]
+  with pytest.raises(ValueError, match=r"tap 1 channel counts differ.*\(2, 2, 2, 6\).*\(2, 2, 2, 7\)"):
+    fn(s, wrong_d, None, None)
+  with pytest.raises(ValueError, match="3 taps but the teacher has 2"):
+    fn(s, s[:2], None, None)
+  with pytest.raises(ValueError, match=r"tap 2 student map \(2, 1, 1, 3\).*k \+ 1 = 2"):
+    fn(s[:2] + [jnp.zeros((2, 1, 1, 3))], s[:2] + [jnp.zeros((2, 1, 1, 3))], None, None)
+  with pytest.raises(ValueError, match="svd_grad"):
+    distill.get("kd_svd", svd_grad="autodiff")
+  with pytest.raises(ValueError, match="loss_scale"):
+    distill.get("kd_svd", loss_scale="sum")
+  with pytest.raises(ValueError, match="k must be"):
+    distill.get("kd_svd", k=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fsp, soft_target, none, registry
+
+
+def test_fsp_matches_numpy():
+  shapes = [(3, 8, 8, 3), (3, 4, 4, 5), (3, 4, 4, 2), (3, 2, 2, 4)]  # pooled and unpooled pairs
+  with jax.enable_x64(True):
+    s_np, t_np = _taps(12, shapes), _taps(13, shapes)
+    loss, aux = distill.get("fsp")([jnp.asarray(x) for x in s_np], [jnp.asarray(x) for x in t_np], None, None)
+    expected = np_fsp(s_np, t_np)
+    np.testing.assert_allclose(float(loss), sum(expected), rtol=1e-10)
+    np.testing.assert_allclose([float(aux[f"pair_{l}"]) for l in range(3)], expected, rtol=1e-10)
+  with pytest.raises(ValueError, match="tap 0 channel counts differ"):
+    distill.get("fsp")([jnp.zeros((1, 4, 4, 2))] * 2, [jnp.zeros((1, 4, 4, 3))] * 2, None, None)
+
+
+def test_soft_target_matches_numpy_and_vanishes_on_equal_logits():
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(14)
+    zs, zt = rng.standard_normal((4, 7)) * 3, rng.standard_normal((4, 7)) * 3
+    fn = distill.get("soft_target", temperature=3.0)
+    loss, aux = fn(None, None, jnp.asarray(zs), jnp.asarray(zt))
+    np.testing.assert_allclose(float(loss), np_soft_target(zs, zt, 3.0), rtol=1e-10)
+    assert float(loss) > 0 and float(aux["kl"]) == float(loss)
+    same, _ = fn(None, None, jnp.asarray(zt), jnp.asarray(zt))
+    assert abs(float(same)) < 1e-12
+  with pytest.raises(ValueError, match="temperature"):
+    distill.get("soft_target", temperature=0.0)
+
+
+def test_none_is_zero():
+  loss, aux = distill.get("none")(None, None, jnp.ones((2, 3)), jnp.ones((2, 3)))
+  assert float(loss) == 0.0 and aux == {}
+
+
+def test_registry_errors_list_valid_choices():
+  assert set(distill.NAMES) == {"none", "kd_svd", "fsp", "soft_target"}
+  with pytest.raises(ValueError, match="valid methods: none, kd_svd, fsp, soft_target"):
+    distill.get("fitnet")
+  with pytest.raises(ValueError, match="unknown option.*temperature.*valid options for 'kd_svd': k, beta"):
+    distill.get("kd_svd", temperature=4.0)
+  with pytest.raises(ValueError, match=r"\(none\)"):
+    distill.get("fsp", k=1)
+
+
+def test_from_config_picks_the_method_options():
+  cfg = ml_collections.ConfigDict(dict(method="soft_target", k=1, beta=8.0, svd_grad="paper", loss_scale="sskd",
+                                       temperature=2.0, mechanism="1stage", init_epochs=0))
+  zs, zt = jnp.array([[0.0, 1.0]]), jnp.array([[1.0, 0.0]])
+  np.testing.assert_allclose(float(distill.from_config(cfg)(None, None, zs, zt)[0]),
+                             float(distill.get("soft_target", temperature=2.0)(None, None, zs, zt)[0]))
+  cfg.method = "kd_svd"
+  cfg.loss_scale = "bogus"
+  with pytest.raises(ValueError, match="loss_scale"):
+    distill.from_config(cfg)
