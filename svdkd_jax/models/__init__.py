@@ -1,0 +1,113 @@
+"""The paper's networks and the CRD benchmark's, as Flax NNX modules returning `(logits, taps)`.
+
+    model = models.create("vgg_student", 100, rngs=nnx.Rngs(params=0, dropout=1), width=0.25)
+    logits, taps = model(x)        # x [B, H, W, 3] float32 NHWC -> [B, classes], [[B, h, w, d], ...]
+    model.train(); model.eval()    # BatchNorm batch/running statistics, dropout on/off
+
+Networks start in train mode. rng streams: `params` for initialisation and, for the paper VGGs (the only networks with
+dropout), `dropout`; `nnx.Rngs(seed)` provides both. `width` scales every channel count (and the VGG FC widths),
+rounded to an integer >= 1 the same way for every network, so a pair's taps keep equal channels at any width.
+Conv and dense weights are `kernel` params (the only parameters the trainer decays). Families, their taps, input
+sizes and where they depart from the paper are documented in each module: vgg, mobilenet, resnext, resnet, wrn.
+"""
+
+from collections.abc import Callable
+import inspect
+
+from flax import nnx
+
+from svdkd_jax.models import mobilenet, resnet, resnext, vgg, wrn
+from svdkd_jax.models.flops import count_flops, count_params, tap_shapes
+
+_BUILDERS: dict[str, Callable[..., nnx.Module]] = {
+    # The paper's pairs (SSKD code, kdsvd_reference.md section 7).
+    "vgg_teacher": vgg.vgg_teacher,
+    "vgg_student": vgg.vgg_student,
+    "vgg_stride_student": vgg.vgg_stride_student,
+    "mobilenet_teacher": mobilenet.mobilenet_teacher,
+    "mobilenet_student": mobilenet.mobilenet_student,
+    "resnext_teacher": resnext.resnext_teacher,
+    "resnext_student": resnext.resnext_student,
+    # The authors' 2019 pair (KD_methods_with_TF).
+    "resnet32": resnet.resnet32,
+    "resnet8": resnet.resnet8,
+    # The CRD benchmark (RepDistiller).
+    "resnet32x4": resnet.resnet32x4,
+    "resnet8x4": resnet.resnet8x4,
+    "resnet56": resnet.resnet56,
+    "resnet20": resnet.resnet20,
+    "vgg13": vgg.vgg13,
+    "vgg8": vgg.vgg8,
+    "wrn_40_2": wrn.wrn_40_2,
+    "wrn_16_2": wrn.wrn_16_2,
+}
+
+# pair name -> (teacher, student); every pair has equal tap shapes at any width.
+PAIRS: dict[str, tuple[str, str]] = {
+    "vgg": ("vgg_teacher", "vgg_student"),
+    "vgg_stride": ("vgg_teacher", "vgg_stride_student"),
+    "mobilenet": ("mobilenet_teacher", "mobilenet_student"),
+    "resnext": ("resnext_teacher", "resnext_student"),
+    "resnet8": ("resnet32", "resnet8"),
+    "resnet8x4": ("resnet32x4", "resnet8x4"),
+    "vgg8": ("vgg13", "vgg8"),
+    "wrn_16_2": ("wrn_40_2", "wrn_16_2"),
+    "resnet20": ("resnet56", "resnet20"),
+}
+
+# The paper's table (CIFAR-100, 32x32): FLOPs = 2 x multiply-accumulates, params as printed.
+_PAPER = {
+    "vgg_teacher": {"flops": 576.3e6, "params": 10.9e6},
+    "vgg_student": {"flops": 121.3e6, "params": 3.8e6},
+    "vgg_stride_student": {"flops": 15.6e6, "params": 3.8e6},
+    "mobilenet_teacher": {"flops": 98.4e6, "params": 2.3e6},
+    "mobilenet_student": {"flops": 37.8e6, "params": 0.82e6},
+    "resnext_teacher": {"flops": 547.3e6, "params": 0.66e6},
+    "resnext_student": {"flops": 247.6e6, "params": 0.34e6},
+}
+
+
+def names() -> list[str]:
+  """Every registered network name."""
+  return list(_BUILDERS)
+
+
+def paper_figures(name: str) -> dict[str, float] | None:
+  """The paper's {"flops", "params"} for its networks (32x32 inputs), None for the others."""
+  _check_name(name)
+  figures = _PAPER.get(name)
+  return dict(figures) if figures else None
+
+
+def _check_name(name: str) -> None:
+  if name not in _BUILDERS:
+    raise ValueError(f"unknown model {name!r}; registered models: {', '.join(names())}")
+
+
+def create(name: str, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0, **kwargs) -> nnx.Module:
+  """Builds network `name` with `num_classes` outputs.
+
+  Args:
+    name: one of `names()`.
+    num_classes: logits per example.
+    rngs: `nnx.Rngs` with a `params` stream (and `dropout` for the paper VGGs), or `nnx.Rngs(seed)`.
+    width: multiplies every channel count (and the VGG FC width); 1.0 is the published network.
+    **kwargs: family options: `input_size` (paper VGGs, default 32), `dropout` (paper VGGs), `variant` and
+      `batch_stats_always` (MobileNet), `cardinality` (ResNeXt).
+  Returns:
+    An `nnx.Module` in train mode; `model(x)` maps x [B, H, W, 3] to (logits [B, classes], taps [[B, h, w, d]]).
+  """
+  _check_name(name)
+  if int(num_classes) != num_classes or num_classes < 1:
+    raise ValueError(f"num_classes must be a positive integer, got {num_classes}")
+  if not width > 0:
+    raise ValueError(f"width must be > 0, got {width}")
+  build = _BUILDERS[name]
+  options = [p for p in inspect.signature(build).parameters if p not in ("num_classes", "rngs", "width")]
+  unknown = sorted(set(kwargs) - set(options))
+  if unknown:
+    raise ValueError(f"{name} does not take option(s) {unknown}; it accepts {options or 'none'}")
+  return build(int(num_classes), rngs=rngs, width=width, **kwargs)
+
+
+__all__ = ["PAIRS", "count_flops", "count_params", "create", "names", "paper_figures", "tap_shapes"]
