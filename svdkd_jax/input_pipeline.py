@@ -1,0 +1,207 @@
+"""Input pipeline: `config.data` -> shuffled, sharded, checkpointable uint8 batches, plus the jitted augmentation.
+
+    ds = create_datasets(config.data, global_batch_size=128, eval_batch_size=200, seed=0)
+    it = ds.train_iterator()               # endless; it.get_state() is a JSON-able dict, it.set_state(state)
+    batch = to_global(next(it), sharding)  # {"image": uint8 [B, H, W, 3], "label": int32 [B]} on the mesh
+    x = preprocess(batch["image"], rng, train=True, mean=ds.mean, std=ds.std, augment="sskd")  # in the step
+    for batch in ds.eval_batches(): ...    # every eval example once; "mask" marks the padding of the last batch
+
+Order: epoch `e` visits the training examples in grain's `index_shuffle` permutation seeded by `seed + e` (the one
+`grain.MapDataset.shuffle` uses), drops the last `train_size % global_batch_size`, and cuts it into global batches;
+process `p` of `P` takes rows `[p b, (p + 1) b)` of each global batch, `b = global_batch_size / P`. So the global
+batches do not depend on the number of processes, and an epoch never spills into the next one. grain runs the
+batch reads ahead in threads (or `num_workers` processes) and records the iterator position.
+"""
+
+import dataclasses
+import logging
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+
+from svdkd_jax.data import augment as augment_lib
+from svdkd_jax.data import sources
+
+preprocess = augment_lib.preprocess
+SOURCES = ("tfds", "archive", "digits")
+NORMALIZATIONS = ("dataset", "sskd_bgr")
+HOLDOUT_SEED = 0  # fixed: the held-out examples do not change with config.seed
+
+
+def _epoch_indices(positions: np.ndarray, num_examples: int, seed: int, epoch: int) -> np.ndarray:
+  """Record indices at `positions` of epoch `epoch`'s permutation (grain.MapDataset.shuffle's per-epoch order)."""
+  epoch_seed = (seed + epoch) % 2**32
+  return np.array([grain.experimental.index_shuffle(int(p), max_index=num_examples - 1, seed=epoch_seed, rounds=4)
+                   for p in positions], np.int64)
+
+
+class _TrainBatch:
+  """Global step -> this process's rows of that global batch (a picklable callable for grain workers)."""
+
+  def __init__(self, source: sources.Source, *, seed: int, global_batch: int, local_batch: int, offset: int,
+               steps_per_epoch: int):
+    self.source, self.seed = source, seed
+    self.global_batch, self.local_batch, self.offset = global_batch, local_batch, offset
+    self.steps_per_epoch = steps_per_epoch
+
+  def __call__(self, step: int, _: Any) -> dict[str, np.ndarray]:
+    epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
+    start = step_in_epoch * self.global_batch + self.offset
+    idx = _epoch_indices(np.arange(start, start + self.local_batch), len(self.source), self.seed, epoch)
+    return self.source.gather(idx)
+
+
+class _EvalBatch:
+  """Eval batch number -> this process's rows, zero-padded past the end, with "mask" marking real examples."""
+
+  def __init__(self, source: sources.Source, *, global_batch: int, local_batch: int, offset: int):
+    self.source = source
+    self.global_batch, self.local_batch, self.offset = global_batch, local_batch, offset
+
+  def __call__(self, k: int) -> dict[str, np.ndarray]:
+    pos = k * self.global_batch + self.offset + np.arange(self.local_batch)
+    mask = pos < len(self.source)
+    batch = self.source.gather(pos[mask]) if mask.any() else self.source.gather(np.zeros(1, np.int64))
+    pad = self.local_batch - int(mask.sum())
+    image = np.concatenate([batch["image"][:len(pos[mask])],
+                            np.zeros((pad, *batch["image"].shape[1:]), np.uint8)])
+    label = np.concatenate([batch["label"][:len(pos[mask])], np.zeros(pad, np.int32)]).astype(np.int32)
+    return {"image": image, "label": label, "mask": mask}
+
+
+@dataclasses.dataclass
+class Datasets:
+  """Train and eval sources with their batching; see the module docstring."""
+  train: sources.Source
+  eval: sources.Source
+  num_classes: int
+  mean: np.ndarray  # float32 [3], [0, 255] units
+  std: np.ndarray  # float32 [3]
+  global_batch_size: int
+  eval_batch_size: int
+  seed: int
+  num_workers: int = 0
+  process_index: int = dataclasses.field(default_factory=jax.process_index)
+  process_count: int = dataclasses.field(default_factory=jax.process_count)
+
+  def __post_init__(self):
+    for name, size in (("global_batch_size", self.global_batch_size), ("eval_batch_size", self.eval_batch_size)):
+      if size <= 0 or size % self.process_count:
+        raise ValueError(f"{name}={size} must be a positive multiple of the process count {self.process_count}")
+    if self.steps_per_epoch == 0:
+      raise ValueError(f"The training split has {self.train_size} examples, fewer than one global batch of "
+                       f"{self.global_batch_size}: lower config.train.batch_size")
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.train[0]["image"].shape)
+
+  @property
+  def train_size(self) -> int:
+    return len(self.train)
+
+  @property
+  def eval_size(self) -> int:
+    return len(self.eval)
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.train_size // self.global_batch_size
+
+  @property
+  def num_eval_batches(self) -> int:
+    return math.ceil(self.eval_size / self.eval_batch_size)
+
+  def _read_options(self) -> grain.ReadOptions:
+    return grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
+
+  def train_iterator(self, epoch_start_state: dict[str, Any] | None = None) -> grain.DatasetIterator:
+    """Endless iterator of this process's share of each global batch: {"image": uint8 [b, H, W, 3], "label": int32 [b]}.
+
+    `it.get_state()` is a JSON-able dict (save it, e.g. with `orbax.checkpoint.args.JsonSave`, or hand the iterator
+    to `grain.checkpoint.CheckpointSave`); `epoch_start_state` (or `it.set_state`) resumes at exactly that batch,
+    wherever it is in an epoch. Batch `n` is step `n`: epoch `n // steps_per_epoch`.
+    """
+    local = self.global_batch_size // self.process_count
+    read = _TrainBatch(self.train, seed=self.seed, global_batch=self.global_batch_size, local_batch=local,
+                       offset=self.process_index * local, steps_per_epoch=self.steps_per_epoch)
+    ds = grain.MapDataset.range(self.steps_per_epoch).repeat(None).map_with_index(read)
+    it_ds = ds.to_iter_dataset(self._read_options())
+    if self.num_workers > 0:
+      it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers))
+    it = iter(it_ds)
+    if epoch_start_state is not None:
+      it.set_state(epoch_start_state)
+    return it
+
+  def eval_batches(self) -> Iterator[dict[str, np.ndarray]]:
+    """Every eval example exactly once: {"image": uint8 [e, H, W, 3], "label": int32 [e], "mask": bool [e]}."""
+    local = self.eval_batch_size // self.process_count
+    read = _EvalBatch(self.eval, global_batch=self.eval_batch_size, local_batch=local,
+                      offset=self.process_index * local)
+    return iter(grain.MapDataset.range(self.num_eval_batches).map(read).to_iter_dataset(self._read_options()))
+
+
+def _load_split(data_config, split: str) -> tuple[sources.Source, int]:
+  """Reads one split of the configured source; returns it and the source's number of classes."""
+  source = data_config.source
+  image_size = data_config.get("image_size", 0)
+  if source == "digits":
+    return sources.load_digits(split, image_size), 10
+  if source == "archive":
+    if not data_config.get("path", ""):
+      raise ValueError("config.data.source='archive' needs config.data.path (a folder with meta.json and "
+                       "<split>.npz), e.g. --config.data.path=../shared/data/cifar10_jpeg")
+    return (sources.load_archive(data_config.path, split, image_size, data_config.get("cache_dir", "")),
+            sources.archive_num_classes(data_config.path))
+  if source == "tfds":
+    return sources.load_tfds(data_config.name, split, data_config.get("data_dir", ""), image_size,
+                             data_config.get("image_key", "image"), data_config.get("label_key", "label"))
+  raise ValueError(f"config.data.source must be one of {SOURCES}, got {source!r}")
+
+
+def create_datasets(data_config, *, global_batch_size: int, eval_batch_size: int, seed: int) -> Datasets:
+  """Builds the train and eval splits described by `config.data` (see configs/default.py)."""
+  train, num_classes = _load_split(data_config, data_config.train_split)
+  if data_config.get("class_subset", 0):
+    if data_config.class_subset > num_classes:
+      raise ValueError(f"class_subset={data_config.class_subset} exceeds the dataset's {num_classes} classes")
+    num_classes = data_config.class_subset
+    train = sources.class_subset(train, num_classes)
+  if data_config.get("holdout", 0):
+    train, eval_ = sources.holdout_split(train, data_config.holdout, HOLDOUT_SEED)
+  else:
+    eval_, _ = _load_split(data_config, data_config.eval_split)
+    if data_config.get("class_subset", 0):
+      eval_ = sources.class_subset(eval_, num_classes)
+
+  wanted = data_config.get("num_classes", 0)
+  if wanted and wanted < num_classes:
+    raise ValueError(f"The data has {num_classes} classes (labels up to {num_classes - 1}) but config.data.num_classes"
+                     f" = {wanted}: set --config.data.num_classes={num_classes} or --config.data.class_subset={wanted}")
+  if wanted and wanted > num_classes:
+    logging.warning("config.data.num_classes=%d but the data has %d classes; using %d.", wanted, num_classes,
+                    num_classes)
+
+  normalization = data_config.get("normalization", "dataset")
+  if normalization == "dataset":
+    mean, std = sources.channel_stats(train)
+  elif normalization == "sskd_bgr":
+    mean, std = np.array(augment_lib.SSKD_BGR_MEAN, np.float32), np.array(augment_lib.SSKD_BGR_STD, np.float32)
+  else:
+    raise ValueError(f"config.data.normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+  if data_config.get("augment", "sskd") not in augment_lib.AUGMENTS:
+    raise ValueError(f"config.data.augment must be one of {augment_lib.AUGMENTS}, got {data_config.augment!r}")
+
+  return Datasets(train=train, eval=eval_, num_classes=num_classes, mean=mean, std=std,
+                  global_batch_size=global_batch_size, eval_batch_size=eval_batch_size, seed=seed,
+                  num_workers=data_config.get("num_workers", 0))
+
+
+def to_global(batch: dict[str, np.ndarray], sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:
+  """Assembles every process's local batch into global arrays laid out by `sharding` (batch on the data axis)."""
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
