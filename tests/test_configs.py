@@ -1,0 +1,273 @@
+"""Experiment configs, the table runner and the Colab notebook: everything loads, names what exists, and agrees.
+
+References are independent of the code under test: the recipes are the numbers of kdsvd_reference.md (6.1, 6.8,
+8.4), the key set is configs/default.py's, model names come from svdkd_jax.models.
+"""
+
+import functools
+import importlib.util
+import json
+import os
+import pathlib
+import re
+
+from absl import flags
+from flax import nnx
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+import nbformat
+import pytest
+
+from svdkd_jax import models
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+NOTEBOOK = ROOT / "experiments" / "colab_tpu.ipynb"
+VARIANTS = ("teacher", "student", "kd_svd", "kd_svd_exact", "kd_svd_sskd_code", "fsp", "soft_target", "fsp_2stage",
+            "kd_svd_2stage")
+CRD_PAIRS = {"resnet32x4": "resnet8x4", "vgg13": "vgg8", "wrn_40_2": "wrn_16_2", "resnet56": "resnet20"}
+# file -> (teacher, student) for the variants without a pair token.
+PAIRS = {
+    "cifar100_vgg": ("vgg_teacher", "vgg_student"),
+    "cifar100_vgg_stride": ("vgg_teacher", "vgg_stride_student"),
+    "cifar100_mobilenet": ("mobilenet_teacher", "mobilenet_student"),
+    "cifar100_resnext": ("resnext_teacher", "resnext_student"),
+    "tiny_imagenet_vgg": ("vgg_teacher", "vgg_student"),
+    "crd_benchmark": ("resnet32x4", "resnet8x4"),
+    "kdm_resnet": ("resnet32", "resnet8"),
+    "cpu_tiny_imagenet": ("vgg_teacher", "vgg_student"),
+    "cpu_cifar10": ("vgg_teacher", "vgg_student"),
+}
+
+
+def load(path: pathlib.Path):
+  spec = importlib.util.spec_from_file_location(f"test_cfg_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@functools.cache
+def config_module(name: str):
+  return load(CONFIGS / f"{name}.py")
+
+
+def all_args():
+  """(file, arg) for every file, variant (+ smoke) and CRD pair."""
+  out = []
+  for name in PAIRS:
+    prefixes = [f"{p}," for p in CRD_PAIRS] + [""] if name == "crd_benchmark" else [""]
+    for prefix in prefixes:
+      for v in VARIANTS:
+        out += [(name, prefix + v), (name, prefix + v + ",smoke")]
+  return out
+
+
+def flat_keys(config, prefix=""):
+  keys = {}
+  for key, value in config.items():
+    if hasattr(value, "items"):
+      keys.update(flat_keys(value, f"{prefix}{key}."))
+    else:
+      keys[prefix + key] = type(value)
+  return keys
+
+
+DEFAULT_KEYS = flat_keys(load(CONFIGS / "default.py").get_config())
+
+
+@pytest.mark.parametrize("name,arg", all_args())
+def test_variant_loads_with_default_keys_and_known_models(name, arg):
+  config = config_module(name).get_config(arg)
+  keys = flat_keys(config)
+  assert set(keys) == set(DEFAULT_KEYS), set(keys) ^ set(DEFAULT_KEYS)
+  for key, kind in keys.items():  # a tuple may replace a tuple, an int an int, ... (ints may stand for floats)
+    assert kind is DEFAULT_KEYS[key] or (kind is int and DEFAULT_KEYS[key] is float), (key, kind)
+  assert config.model.name in models.names() and config.teacher.name in models.names()
+  teacher, student = PAIRS[name]
+  for pair_teacher, pair_student in CRD_PAIRS.items():
+    if arg.startswith(pair_teacher + ","):
+      teacher, student = pair_teacher, pair_student
+  variant = [t for t in arg.split(",") if t in VARIANTS][0]
+  assert config.teacher.name == teacher
+  assert config.model.name == (teacher if variant == "teacher" else student)
+  method = {"teacher": "none", "student": "none", "fsp": "fsp", "fsp_2stage": "fsp", "soft_target": "soft_target"}
+  assert config.distill.method == method.get(variant, "kd_svd")
+  if variant.startswith("kd_svd") and variant != "kd_svd_2stage":
+    assert config.distill.svd_grad == {"kd_svd": "paper"}.get(variant, variant.removeprefix("kd_svd_"))
+  assert config.distill.mechanism == ("2stage" if variant.endswith("2stage") else "1stage")
+  assert (config.distill.init_epochs > 0) == variant.endswith("2stage")
+  assert config.model.width == config.teacher.width
+  if "smoke" in arg:
+    assert config.data.source == "digits" and config.train.epochs == 1 and config.model.width <= 0.25
+
+
+def test_no_variant_is_kd_svd_and_bad_variants_say_what_is_valid():
+  vgg = config_module("cifar100_vgg")
+  assert vgg.get_config().distill.method == "kd_svd"
+  for bad in ("kd-svd", "teacher,student", "smoke,bogus"):
+    with pytest.raises(ValueError, match="kd_svd_sskd_code"):
+      vgg.get_config(bad)
+  with pytest.raises(ValueError, match="wrn_40_2"):
+    config_module("crd_benchmark").get_config("vgg13,wrn_40_2,kd_svd")
+
+
+def test_recipes_match_the_reference():
+  # (epochs, batch, lr, boundaries, weight decay, nesterov) from kdsvd_reference.md 6.1 / 8.4 / 6.8.
+  paper = (200, 128, 1e-2, (100, 150), 1e-4, True)
+  expected = {"cifar100_vgg": paper, "cifar100_vgg_stride": paper, "cifar100_mobilenet": paper,
+              "cifar100_resnext": paper, "tiny_imagenet_vgg": paper,
+              "crd_benchmark": (240, 64, 0.05, (150, 180, 210), 5e-4, False),
+              "kdm_resnet": (100, 128, 0.1, (30, 60, 80), 5e-4, True)}
+  for name, recipe in expected.items():
+    c = config_module(name).get_config("kd_svd")
+    got = (c.train.epochs, c.train.batch_size, c.optim.learning_rate, tuple(c.optim.boundaries),
+           c.optim.weight_decay, c.optim.nesterov)
+    assert got == recipe, name
+    assert c.optim.momentum == 0.9 and c.optim.decay_factor == 0.1 and c.distill.k == 1, name
+  assert config_module("cifar100_vgg").get_config("kd_svd").combine.rule == "sskd"
+  assert config_module("kdm_resnet").get_config("kd_svd").optim.decoupled_weight_decay  # WD outside the clip
+  # 2-stage: init epochs in front of the whole recipe (the trainer restarts the schedule).
+  c = config_module("cifar100_vgg").get_config("kd_svd_2stage")
+  assert (c.distill.init_epochs, c.train.epochs, tuple(c.optim.boundaries)) == (40, 200, (100, 150))
+  c = config_module("tiny_imagenet_vgg").get_config("teacher")
+  assert (c.data.image_size, c.data.eval_split, c.data.source) == (64, "val", "archive")
+
+
+def test_cpu_configs_compress_the_schedule_and_point_at_shared_data():
+  for name, folder, classes, eval_split in (("cpu_tiny_imagenet", "tiny_imagenet_100", 100, "val"),
+                                            ("cpu_cifar10", "cifar10_jpeg", 10, "test")):
+    c = config_module(name).get_config("kd_svd")
+    e = c.train.epochs
+    assert 0 < e < 200 and 0 < c.model.width < 1
+    assert tuple(c.optim.boundaries) == (e // 2, 3 * e // 4)  # the paper's 100/150 of 200, compressed
+    assert (c.data.source, c.data.num_classes, c.data.image_size, c.data.eval_split) == ("archive", classes, 32,
+                                                                                           eval_split)
+    assert pathlib.Path(c.data.path) == ROOT.parent / "shared" / "data" / folder
+    if not (ROOT.parent / "shared" / "data").is_dir():
+      pytest.fail(f"{ROOT.parent / 'shared' / 'data'} is missing: the CPU configs' data cannot be checked")
+    assert (pathlib.Path(c.data.path) / "meta.json").is_file()
+    assert config_module(name).TABLE_VARIANTS == ("student", "soft_target", "fsp", "kd_svd_sskd_code", "kd_svd",
+                                                  "kd_svd_exact")
+    assert len(config_module(name).TABLE_SEEDS) >= 3
+
+
+@functools.cache
+def tap_channels(name: str, width: float, image_size: int) -> tuple[int, ...]:
+  def forward(x):
+    size = {"input_size": image_size} if image_size != 32 else {}  # the paper VGGs flatten their last map
+    model = models.create(name, 10, rngs=nnx.Rngs(params=0, dropout=1), width=width, **size)
+    model.eval()
+    return model(x)
+  _, taps = jax.eval_shape(forward, jax.ShapeDtypeStruct((2, image_size, image_size, 3), jnp.float32))
+  return tuple(t.shape[-1] for t in taps)
+
+
+def test_teacher_and_student_taps_have_equal_channels():
+  seen = set()
+  for name, arg in all_args():
+    c = config_module(name).get_config(arg)
+    key = (c.teacher.name, c.model.name if c.model.name != c.teacher.name else None, c.model.width,
+           c.data.image_size)
+    if key[1] is None or key in seen:
+      continue
+    seen.add(key)
+    teacher = tap_channels(c.teacher.name, c.teacher.width, c.data.image_size)
+    student = tap_channels(c.model.name, c.model.width, c.data.image_size)
+    assert len(teacher) >= 2 and teacher == student, (name, arg, teacher, student)
+  assert len(seen) >= 10
+
+
+def test_teacher_workdir_and_keys_are_settable_from_the_command_line():
+  argv = ["main", f"--config={CONFIGS / 'crd_benchmark.py'}:wrn_40_2,kd_svd_exact",
+          "--config.teacher.workdir=/runs/t", "--config.seed=3", "--config.train.epochs=2"]
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", flag_values=fv, sys_argv=argv)  # overrides are read from sys_argv
+  fv(argv)
+  assert (fv.config.teacher.workdir, fv.config.seed, fv.config.train.epochs) == ("/runs/t", 3, 2)
+  assert (fv.config.model.name, fv.config.distill.svd_grad) == ("wrn_16_2", "exact")
+
+
+# --- the Colab notebook ---
+
+
+def test_notebook_is_valid_and_names_existing_configs_variants_and_modules():
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  nbformat.validate(nb)
+  assert nb.nbformat == 4
+  code = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
+  config = re.search(r'^CONFIG = "([^"]+)"', code, re.M).group(1)
+  assert (ROOT / config).is_file()
+  variants = re.findall(r"--config=\{CONFIG\}:(\w+)", code)
+  assert set(variants) == {"teacher", "kd_svd"}
+  for v in variants:
+    load(ROOT / config).get_config(v)
+  text = code + "\n".join(cell.source for cell in nb.cells)
+  for path in set(re.findall(r"configs/\w+\.py", text)):
+    assert (ROOT / path).is_file(), path
+  modules = set(re.findall(r"-m ([\w.]+)", code))
+  assert modules == {"svdkd_jax.main"}
+  for module in modules:
+    assert importlib.util.find_spec(module) is not None, module
+  assert "--config.teacher.workdir={TEACHER_DIR}" in code and "--config.data.data_dir={DATA_DIR}" in code
+  assert "tfds build cifar100" in code and "metrics.jsonl" in code
+
+
+# --- experiments/run_table.py (with a stand-in trainer: the real one is tested in test_train.py) ---
+
+
+@pytest.fixture(scope="module")
+def run_table():
+  return load(ROOT / "experiments" / "run_table.py")
+
+
+def fake_trainer(log, fail=()):
+  def runner(run, overrides):
+    log.append((run.variant, run.seed, run.workdir, run.teacher_workdir, tuple(overrides)))
+    if run.variant in fail:
+      return 1
+    os.makedirs(run.workdir, exist_ok=True)
+    acc = 0.5 + 0.01 * run.seed
+    with open(os.path.join(run.workdir, "summary.json"), "w") as f:
+      json.dump({"complete": True, "best_eval_accuracy": acc, "last_eval_accuracy": acc - 0.01}, f)
+    return 0
+  return runner
+
+
+def test_runner_trains_teacher_first_then_skips_what_is_complete(run_table, tmp_path):
+  spec = f"{CONFIGS / 'crd_benchmark.py'}:vgg13"
+  runs = run_table.plan(spec, str(tmp_path), variants=["student", "kd_svd"], seeds=[0, 1])
+  assert [(r.variant, r.seed) for r in runs] == [("teacher", 0), ("student", 0), ("student", 1), ("kd_svd", 0),
+                                                  ("kd_svd", 1)]
+  teacher_dir = str(tmp_path / "crd_benchmark_vgg13" / "teacher" / "seed0")
+  assert runs[0].workdir == teacher_dir and all(r.teacher_workdir == teacher_dir for r in runs[1:])
+  assert runs[3].workdir == str(tmp_path / "crd_benchmark_vgg13" / "kd_svd" / "seed0")
+  cmd = run_table.main_command(runs[3], ["train.epochs=2"])
+  assert cmd[1:3] == ["-m", "svdkd_jax.main"] and f"--config={spec.split(':')[0]}:vgg13,kd_svd" in cmd
+  assert f"--config.teacher.workdir={teacher_dir}" in cmd and "--config.seed=0" in cmd
+  assert "--config.train.epochs=2" in cmd
+
+  log, lines = [], []
+  # A failing teacher: its students are not trained, and say why.
+  failed = run_table.run_table(runs, runner=fake_trainer(log, fail={"teacher"}), echo=lines.append)
+  assert failed == runs and len(log) == 1 and "not complete" in lines[-1]
+  # Rerun: everything trains once, teacher first; an incomplete student (no summary) is rerun next time.
+  log.clear()
+  assert run_table.run_table(runs, runner=fake_trainer(log, fail={"kd_svd"}), echo=lines.append) == runs[3:]
+  assert [x[0] for x in log] == ["teacher", "student", "student", "kd_svd", "kd_svd"]
+  log.clear()
+  assert run_table.run_table(runs, runner=fake_trainer(log), echo=lines.append) == []
+  assert [x[:2] for x in log] == [("kd_svd", 0), ("kd_svd", 1)]
+  assert sum("skipped" in line for line in lines[-5:]) == 3
+  summary = run_table.table_summary(runs)
+  assert len(summary) == 3 and "2/2 runs" in summary[1] and "best 50.50 +- 0.71" in summary[1]
+
+
+def test_runner_cli_dry_run_and_errors(run_table, tmp_path, capsys):
+  assert run_table.main(["--config", str(CONFIGS / "cpu_cifar10.py"), "--root", str(tmp_path), "--dry_run"]) == 0
+  out = capsys.readouterr().out.strip().splitlines()
+  assert len(out) == 1 + 6 * 3 and ":teacher" in out[0] and "kd_svd_exact" in out[-1]
+  with pytest.raises(SystemExit):
+    run_table.main(["--config", str(CONFIGS / "cpu_cifar10.py"), "--root", str(tmp_path), "--variants", "bogus"])
+  assert "kd_svd_sskd_code" in capsys.readouterr().err
