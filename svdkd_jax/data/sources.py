@@ -358,9 +358,12 @@ def load_tfds(name: str, split: str, data_dir: str = "", image_size: int = 0, im
     raise _tfds_missing(name, data_dir, e) from e
 
   def labels() -> np.ndarray:
-    skip = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False,
-                            decoders={image_key: tfds.decode.SkipDecoding()})
-    return np.array([skip[i][label_key] for i in range(len(skip))], np.int32)
+    try:  # skipping the image decoding needs TensorFlow; without it, every record is read in full
+      skip = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False,
+                              decoders={image_key: tfds.decode.SkipDecoding()})
+      return np.array([skip[i][label_key] for i in range(len(skip))], np.int32)
+    except ImportError:
+      return np.array([data_source[i][label_key] for i in range(len(data_source))], np.int32)
 
   shape = builder.info.features[image_key].shape
   if not image_size and (None in shape[:2]):
