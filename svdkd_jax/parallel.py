@@ -68,5 +68,10 @@ def replicate(tree, mesh: Mesh):
   if jax.process_count() == 1:
     return jax.device_put(tree, sharding)
   # Multi-process: every process holds the same value; assemble global replicated arrays from the local copies.
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x), np.shape(x)), tree)
+  def put(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):  # typed RNG keys travel as their raw data
+      data = np.asarray(jax.random.key_data(x))
+      return jax.random.wrap_key_data(jax.make_array_from_process_local_data(sharding, data, data.shape),
+                                      impl=jax.random.key_impl(x))
+    return jax.make_array_from_process_local_data(sharding, np.asarray(x), np.shape(x))
+  return jax.tree.map(put, tree)

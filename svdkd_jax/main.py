@@ -1,0 +1,51 @@
+"""Command-line entry point: parse flags, set up (multi-)process JAX, call `train.train_and_evaluate`.
+
+  python -m svdkd_jax.main --config configs/FILE.py[:variant] --workdir DIR [--config.key=value ...] [--overwrite]
+
+Multi-process (several hosts, or several processes on one machine): set JAX_COORDINATOR_ADDRESS=host:port,
+JAX_NUM_PROCESSES and JAX_PROCESS_ID (or pass --coordinator_address/--num_processes/--process_id); Cloud TPU pod
+slices need nothing. Every process runs the same command with the same --workdir (a shared or GCS path).
+"""
+
+import json
+import logging as std_logging
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
+flags.DEFINE_bool("overwrite", False, "Delete a previous run with a different config in --workdir and start again.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for a multi-process run.")
+flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
+flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/quickstart.py:kd_svd.",
+                                lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.coordinator_address:
+    os.environ["JAX_COORDINATOR_ADDRESS"] = FLAGS.coordinator_address
+    os.environ["JAX_NUM_PROCESSES"] = str(FLAGS.num_processes or 1)
+    os.environ["JAX_PROCESS_ID"] = str(FLAGS.process_id or 0)
+  import jax  # After the flags: nothing may initialise the backend before jax.distributed.
+  from svdkd_jax import parallel
+  from svdkd_jax import train
+  parallel.maybe_initialize_distributed()
+  std_logging.getLogger().setLevel(std_logging.INFO)
+  logging.info("JAX %s, process %d of %d, local devices %s, %d devices in total", jax.__version__,
+               jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count())
+  summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite)
+  if jax.process_index() == 0:
+    keys = ("complete", "best_eval_accuracy", "best_epoch", "last_eval_accuracy", "wall_time_sec")
+    print(json.dumps({k: summary.get(k) for k in keys}))
+
+
+if __name__ == "__main__":
+  app.run(main)
