@@ -139,11 +139,18 @@ def _gram_eigh(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _forward(x: jax.Array, k: int):
-  """Returns `(u, s, v)` (top k, sign-fixed) and the full Gram eigenpairs `(w, lam)`."""
-  w, lam = _gram_eigh(x)
+  """Top k of `x / c` (sign-fixed), `c = max|x|` per matrix, and its full Gram eigenpairs `(w, lam)`.
+
+  Scaling keeps the Gram matrix clear of float32 overflow/underflow (`|x| ~ 1e-30` squares to 0); it changes
+  nothing else since `svd(x) = c * svd(x / c)`. Returns `((u, s / c, v), (w, lam), xs, c)`.
+  """
+  c = jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True)
+  c = jnp.where(c > 0, c, 1)
+  xs = x / c
+  w, lam = _gram_eigh(xs)
   tall = x.shape[-2] >= x.shape[-1]
   base = w[..., :k]  # v if tall else u
-  y = _einsum("...mn,...nk->...mk", x, base) if tall else _einsum("...mn,...mk->...nk", x, base)
+  y = _einsum("...mn,...nk->...mk", xs, base) if tall else _einsum("...mn,...mk->...nk", xs, base)
   s = jnp.linalg.norm(y, axis=-2)  # [..., k]
   s = jax.lax.cummin(s, axis=s.ndim - 1)  # norms of near-equal values may be 1 ulp out of order
   ok = s > _eps(x.dtype) * s[..., :1]
@@ -151,18 +158,19 @@ def _forward(x: jax.Array, k: int):
   u, v = (other, base) if tall else (base, other)
   pivot = jnp.take_along_axis(v, jnp.argmax(jnp.abs(v), axis=-2)[..., None, :], axis=-2)
   sign = jnp.where(pivot < 0, -1, 1).astype(x.dtype)
-  return (u * sign, s, v * sign), (w, lam)
+  return (u * sign, s, v * sign), (w, lam), xs, c[..., 0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _truncated_svd(x, k, grad_mode):
-  return _forward(x, k)[0]
+  (u, s, v), _, _, c = _forward(x, k)
+  return u, s * c, v
 
 
 def _fwd(x, k, grad_mode):
-  (u, s, v), (w, lam) = _forward(x, k)
-  full = (x, w, lam) if grad_mode == "exact" else (x, None, None)
-  return (u, s, v), (u, s, v) + full
+  (u, s, v), (w, lam), xs, c = _forward(x, k)
+  full = (w, lam) if grad_mode == "exact" else (None, None)
+  return (u, s * c, v), (u, s, v, xs, c) + full
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -229,8 +237,10 @@ def _grad_paper(u, s, v, dv, inv_s, eps, left: bool):
 
 
 def _bwd(k, grad_mode, res, cts):
-  u, s, v, x, w, lam = res
+  # Work on xs = x / c (c held constant: u, v are scale invariant and s is 1-homogeneous), then dx = dxs / c.
+  u, s, v, x, c, w, lam = res
   du, ds, dv = cts
+  ds = ds * c
   eps = _eps(s.dtype)
   ok = s > eps * s[..., :1]
   inv_s = jnp.where(ok, 1 / jnp.where(ok, s, 1), 0)
@@ -244,6 +254,7 @@ def _bwd(k, grad_mode, res, cts):
     elif hw < d:  # "sskd_code": gradient of normalize(M^T stop_gradient(u)).
       dv_perp = dv - v * jnp.sum(dv * v, axis=-2, keepdims=True)
       dx = dx + _outer(u, dv_perp * inv_s[..., None, :])
+  dx = dx / c[..., None]
   finite = jnp.all(jnp.isfinite(dx), axis=(-2, -1), keepdims=True)
   return (jnp.where(finite, dx, 0),)
 
