@@ -19,6 +19,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+from absl import flags
 import grain
 import jax
 import numpy as np
@@ -132,6 +133,8 @@ class Datasets:
     ds = grain.MapDataset.range(self.steps_per_epoch).repeat(None).map_with_index(read)
     it_ds = ds.to_iter_dataset(self._read_options())
     if self.num_workers > 0:
+      if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside absl.app (tests, notebooks)
+        flags.FLAGS.mark_as_parsed()
       it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers))
     it = iter(it_ds)
     if epoch_start_state is not None:

@@ -95,6 +95,21 @@ def test_process_shares_assemble_the_single_process_batch():
     indexed_datasets(global_batch=9, process_index=0, process_count=2)
 
 
+def test_worker_processes_give_the_same_batches_and_resume():
+  ds = indexed_datasets(num_workers=1)
+  it = ds.train_iterator()
+  first = take(it, 3)
+  state = json.loads(json.dumps(it.get_state()))
+  rest = take(it, 3)
+  it2 = ds.train_iterator(epoch_start_state=state)
+  resumed = take(it2, 3)
+  it.close()
+  it2.close()
+  ref = take(indexed_datasets(num_workers=0).train_iterator(), 6)
+  np.testing.assert_array_equal(np.concatenate(first + rest), np.concatenate(ref))
+  np.testing.assert_array_equal(np.concatenate(resumed), np.concatenate(rest))
+
+
 @pytest.mark.parametrize("process_count", [1, 2])
 def test_eval_every_example_once_with_padding_mask(process_count):
   seen = []
