@@ -137,8 +137,8 @@ def combine_gradients(main_grads: PyTree, dist_grads: PyTree, epoch, *, rule: st
   if rule == "sum":
     return jax.tree.map(jnp.add, main_grads, dist_grads)
   if rule == "global_norm":
-    threshold = s * optax.global_norm(main_grads)
-    norm = optax.global_norm(dist_grads)
+    threshold = s * optax.tree.norm(main_grads)
+    norm = optax.tree.norm(dist_grads)
     factor = jnp.where(norm > threshold, threshold / jnp.where(norm > 0, norm, 1.0), 1.0)
     return jax.tree.map(lambda m, d: m + (d * factor).astype(d.dtype), main_grads, dist_grads)
   if rule == "sskd":

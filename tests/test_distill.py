@@ -1,5 +1,7 @@
 """Tests for svdkd_jax.distill against independent float64 NumPy references (kdsvd_reference.md sections 4, 5, 9)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -11,6 +13,19 @@ from svdkd_jax import svd
 
 # Tiny taps covering HW > D, HW < D (the SVD's null-space case) and min(HW, D) = k + 1 for k = 2.
 SHAPES = [(2, 3, 3, 4), (2, 2, 2, 6), (2, 2, 2, 3)]
+
+
+@functools.cache
+def _loss_fn(name, **options):
+  """Jitted `distill.get(name, **options)` returning the loss and aux (eager dispatch is several times slower)."""
+  return jax.jit(distill.get(name, **options))
+
+
+@functools.cache
+def _grad_fn(name, argnums=0, **options):
+  """Jitted gradient of the loss with respect to (student_taps, teacher_taps, student_logits, teacher_logits)."""
+  fn = distill.get(name, **options)
+  return jax.jit(jax.grad(lambda *a: fn(*a)[0], argnums=argnums))
 
 
 def _taps(seed, shapes=SHAPES):
@@ -111,7 +126,7 @@ def np_soft_target(zs, zt, temperature):
 def test_kd_svd_matches_numpy(k, loss_scale):
   with jax.enable_x64(True):
     s_np, t_np = _taps(0), _taps(1)
-    fn = distill.get("kd_svd", k=k, beta=8.0, svd_grad="paper", loss_scale=loss_scale)
+    fn = _loss_fn("kd_svd", k=k, beta=8.0, svd_grad="paper", loss_scale=loss_scale)
     loss, aux = fn([jnp.asarray(x) for x in s_np], [jnp.asarray(x) for x in t_np], jnp.zeros((2, 5)),
                    jnp.zeros((2, 5)))
     expected = np_kd_svd(s_np, t_np, k, loss_scale=loss_scale, sign_refs=_sign_refs(s_np, k))
@@ -124,7 +139,7 @@ def test_kd_svd_matches_numpy(k, loss_scale):
 def test_kd_svd_loss_value_is_independent_of_grad_mode():
   with jax.enable_x64(True):
     s, t = [jnp.asarray(x) for x in _taps(2)], [jnp.asarray(x) for x in _taps(3)]
-    losses = [float(distill.get("kd_svd", k=2, svd_grad=m)(s, t, None, None)[0]) for m in svd.GRAD_MODES]
+    losses = [float(_loss_fn("kd_svd", k=2, svd_grad=m)(s, t, None, None)[0]) for m in svd.GRAD_MODES]
     np.testing.assert_allclose(losses, losses[0], rtol=1e-9)
 
 
@@ -133,9 +148,8 @@ def test_kd_svd_gradient_matches_finite_differences():
   with jax.enable_x64(True):
     s_np, t_np = _taps(4), _taps(5)
     refs = _sign_refs(s_np, k)
-    fn = distill.get("kd_svd", k=k, svd_grad="exact")
     t = [jnp.asarray(x) for x in t_np]
-    grads = jax.grad(lambda s: fn(s, t, None, None)[0])([jnp.asarray(x) for x in s_np])
+    grads = _grad_fn("kd_svd", k=k, svd_grad="exact")([jnp.asarray(x) for x in s_np], t, None, None)
 
     eps = 1e-6
     for l, x in enumerate(s_np):
@@ -155,21 +169,24 @@ def test_kd_svd_gradient_matches_finite_differences():
 def test_kd_svd_teacher_sign_flip_leaves_loss_unchanged(monkeypatch):
   with jax.enable_x64(True):
     s, t = [jnp.asarray(x) for x in _taps(6)], [jnp.asarray(x) for x in _taps(7)]
-    fn = distill.get("kd_svd", k=2)
-    base = float(fn(s, t, None, None)[0])
+    base = float(_loss_fn("kd_svd", k=2)(s, t, None, None)[0])
     original = svd.truncated_svd
+    flips = []
 
     for column in range(2):
       def flipped(x, k, *, grad_mode="paper", column=column):
         u, sig, v = original(x, k, grad_mode=grad_mode)
         if k == 2:  # the teacher's call (the student asks for k + 1 = 3)
+          flips.append(column)
           sign = jnp.ones(k).at[column].set(-1.0)
           u, v = u * sign, v * sign
         return u, sig, v
 
       monkeypatch.setattr(svd, "truncated_svd", flipped)
-      np.testing.assert_allclose(float(fn(s, t, None, None)[0]), base, rtol=1e-12)
+      flipped_loss = jax.jit(distill.get("kd_svd", k=2))(s, t, None, None)[0]  # fresh trace: sees the patch
+      np.testing.assert_allclose(float(flipped_loss), base, rtol=1e-12)
     monkeypatch.setattr(svd, "truncated_svd", original)
+    assert flips == [0] * 3 + [1] * 3  # the patch did reach the teacher's three taps
 
 
 @pytest.mark.parametrize("name", ["kd_svd", "fsp", "soft_target"])
@@ -178,8 +195,7 @@ def test_teacher_receives_no_gradient(name):
   s = [jnp.asarray(x, jnp.float32) for x in _taps(8, shapes)]
   t = [jnp.asarray(x, jnp.float32) for x in _taps(9, shapes)]
   zs, zt = jax.random.normal(jax.random.key(0), (2, 5)), jax.random.normal(jax.random.key(1), (2, 5))
-  fn = distill.get(name)
-  g_s, g_t, g_zs, g_zt = jax.grad(lambda a, b, c, d: fn(a, b, c, d)[0], argnums=(0, 1, 2, 3))(s, t, zs, zt)
+  g_s, g_t, g_zs, g_zt = _grad_fn(name, argnums=(0, 1, 2, 3))(s, t, zs, zt)
   for g in g_t + [g_zt]:
     assert np.all(np.asarray(g) == 0.0)
   # ... while the student does receive one.
@@ -189,11 +205,13 @@ def test_teacher_receives_no_gradient(name):
 def test_kd_svd_drops_a_non_finite_sample():
   s, t = [jnp.asarray(x, jnp.float32) for x in _taps(10)], [jnp.asarray(x, jnp.float32) for x in _taps(11)]
   bad = [s[0].at[1].set(jnp.nan)] + s[1:]
-  fn = distill.get("kd_svd", k=1)
+  fn = _loss_fn("kd_svd", k=1)
   loss, _ = fn(bad, t, None, None)
+  loss_without_bad = fn(s, t, None, None)[1]  # per-pair losses of both samples, then of the good one alone:
   good_only, _ = fn([x[:1] for x in s], [x[:1] for x in t], None, None)
   np.testing.assert_allclose(float(loss), float(good_only), rtol=1e-5)
-  grads = jax.grad(lambda a: fn(a, t, None, None)[0])(bad)
+  assert sum(float(v) for v in loss_without_bad.values()) > float(good_only)  # the bad sample did count before
+  grads = _grad_fn("kd_svd", k=1)(bad, t, None, None)
   assert all(bool(jnp.isfinite(g[0]).all()) for g in grads)
 
 
@@ -223,7 +241,7 @@ def test_fsp_matches_numpy():
   shapes = [(3, 8, 8, 3), (3, 4, 4, 5), (3, 4, 4, 2), (3, 2, 2, 4)]  # pooled and unpooled pairs
   with jax.enable_x64(True):
     s_np, t_np = _taps(12, shapes), _taps(13, shapes)
-    loss, aux = distill.get("fsp")([jnp.asarray(x) for x in s_np], [jnp.asarray(x) for x in t_np], None, None)
+    loss, aux = _loss_fn("fsp")([jnp.asarray(x) for x in s_np], [jnp.asarray(x) for x in t_np], None, None)
     expected = np_fsp(s_np, t_np)
     np.testing.assert_allclose(float(loss), sum(expected), rtol=1e-10)
     np.testing.assert_allclose([float(aux[f"pair_{l}"]) for l in range(3)], expected, rtol=1e-10)
