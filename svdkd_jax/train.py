@@ -370,10 +370,10 @@ def make_train_step(config: ml_collections.ConfigDict, student: Network, tx: opt
     metrics.update(
         loss=(dist if stage == "init" else main + (dist if teacher is not None else 0.0)),
         main_loss=main, ce_loss=aux["ce"], dist_loss=dist, accuracy=_accuracy(aux["logits"], labels),
-        lr=schedule(step - offset), grad_norm_main=optax.global_norm(main_grads),
-        grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params))
+        lr=schedule(step - offset), grad_norm_main=optax.tree.norm(main_grads),
+        grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params))
     if dist_grads is not None:
-      metrics["grad_norm_dist"] = optax.global_norm(dist_grads)
+      metrics["grad_norm_dist"] = optax.tree.norm(dist_grads)
     for k, v in aux["dist_aux"].items():
       if jnp.ndim(v) == 0:
         metrics[f"dist/{k}"] = v
@@ -519,11 +519,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, overw
 
   def check(step_metrics, step):
     host = jax.device_get(step_metrics)
-    if not np.isfinite(host["loss"]):
+    if not (np.isfinite(host["loss"]) and np.isfinite(host["param_norm"])):
       manager.wait_until_finished()
       good = manager.latest_step()
       raise FloatingPointError(
-          f"Non-finite loss ({host['loss']}) at step {step} (epoch {(step - 1) // spe}); stopped. The last good "
+          f"Non-finite loss ({host['loss']}) or parameters (norm {host['param_norm']}) at step {step} (epoch {(step - 1) // spe}); stopped. The last good "
           f"checkpoint is step {good} in {manager.directory}. Lower optim.learning_rate or check the data.")
     return host
 

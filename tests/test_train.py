@@ -1,0 +1,232 @@
+"""End-to-end tests of svdkd_jax.train on a tiny problem: 2 digit classes at 32x32, the VGG pair at width 1/8.
+
+A teacher is trained once per module; each distillation method then runs a few steps against it. Resume, errors,
+and the compile count are checked here; multi-device runs are in tests/test_parallel.py.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import pathlib
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from svdkd_jax import checkpoint
+from svdkd_jax import metrics as metrics_lib
+from svdkd_jax import parallel
+from svdkd_jax import train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_config(variant: str):
+  spec = importlib.util.spec_from_file_location("quickstart_config", ROOT / "configs" / "quickstart.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+def tiny_config(variant: str = "teacher", **overrides):
+  """~290 training images, 9 steps per epoch of 32, 72 eval images (2 padded batches of 64)."""
+  config = load_config(variant)
+  config.data.class_subset = 2
+  config.data.num_classes = 2
+  config.data.image_size = 32
+  config.data.augment = "sskd"
+  config.model.width = config.teacher.width = 0.125
+  config.train.batch_size = 32
+  config.train.eval_batch_size = 64
+  config.train.epochs = 1
+  config.optim.boundaries = (1,)
+  config.train.log_every_steps = 2
+  config.train.checkpoint_every_steps = 3
+  config.train.keep_checkpoints = 2
+  for key, value in overrides.items():
+    section, name = key.split("__")
+    config[section][name] = value
+  return config
+
+
+def final_params(workdir: str) -> dict:
+  """The params of the latest checkpoint of a run, as host numpy arrays."""
+  manager = checkpoint.create_manager(os.path.join(workdir, "checkpoints"), keep=1, read_only=True)
+  step = manager.latest_step()
+  manager.close()
+  with checkpoint.ocp.StandardCheckpointer() as ckptr:
+    restored = ckptr.restore(os.path.join(workdir, "checkpoints", str(step), "model"))
+  return jax.tree.map(np.asarray, restored["params"])
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory) -> str:
+  workdir = str(tmp_path_factory.mktemp("teacher"))
+  summary = train.train_and_evaluate(tiny_config("teacher", train__epochs=2), workdir)
+  assert summary["complete"]
+  return workdir
+
+
+def test_teacher_run(teacher_dir):
+  summary = metrics_lib.read_summary(teacher_dir)
+  assert summary["complete"] and summary["step"] == summary["total_steps"] == 18
+  assert 0.0 <= summary["best_eval_accuracy"] <= 1.0 and summary["best_eval_accuracy"] >= summary["last_eval_accuracy"]
+  assert summary["versions"]["jax"] == jax.__version__ and summary["config"]["model"]["name"] == "vgg_teacher"
+  rows = metrics_lib.read_metrics(teacher_dir)
+  evals = [r for r in rows if "eval_accuracy" in r]
+  assert [r["step"] for r in evals] == [9, 18]
+  train_rows = [r for r in rows if "loss" in r]
+  for key in ("lr", "ce_loss", "accuracy", "images_per_sec", "grad_norm_main", "grad_norm", "epoch"):
+    assert key in train_rows[-1], key
+  assert train_rows[0]["lr"] == pytest.approx(0.02) and train_rows[-1]["lr"] == pytest.approx(0.002)  # epoch 1 decay
+  assert "grad_norm_dist" not in train_rows[-1]  # no distillation: no second gradient
+  assert os.listdir(os.path.join(teacher_dir, "tensorboard"))
+  # The best checkpoint is kept next to the last `keep_checkpoints`.
+  manager = checkpoint.create_manager(os.path.join(teacher_dir, "checkpoints"), keep=1, read_only=True)
+  assert manager.latest_step() == 18 and manager.best_step() in manager.all_steps()
+  manager.close()
+  # A finished run is not redone.
+  assert train.train_and_evaluate(tiny_config("teacher", train__epochs=2), teacher_dir)["step"] == 18
+
+
+METHODS = [
+    pytest.param("kd_svd", {"distill__svd_grad": "paper"}, id="kd_svd-paper"),
+    pytest.param("fsp", {}, id="fsp"),
+    pytest.param("soft_target", {}, id="soft_target"),
+    pytest.param("kd_svd", {"distill__svd_grad": "exact"}, id="kd_svd-exact", marks=pytest.mark.slow),
+    pytest.param("kd_svd", {"distill__svd_grad": "sskd_code"}, id="kd_svd-sskd_code", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("method,options", METHODS)
+def test_distilled_student(teacher_dir, tmp_path, method, options):
+  config = tiny_config(method, teacher__workdir=teacher_dir, train__max_steps=2, **options)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert not summary["complete"] and summary["step"] == 2
+  assert math.isfinite(summary["last_eval_accuracy"])
+  rows = [r for r in metrics_lib.read_metrics(str(tmp_path)) if "loss" in r]
+  last = rows[-1]
+  assert last["dist_loss"] > 0 and last["grad_norm_dist"] > 0 and last["grad_norm_main"] > 0
+  assert 0 <= last["teacher_accuracy"] <= 1
+  # The teacher is frozen: its checkpoint is untouched and it was restored from the teacher's best step.
+  assert final_params(teacher_dir) is not None
+
+
+def test_two_stage(teacher_dir, tmp_path):
+  config = tiny_config("kd_svd", teacher__workdir=teacher_dir, distill__mechanism="2stage", distill__init_epochs=1,
+                       train__max_steps=11)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["total_steps"] == 18 and summary["step"] == 11 and summary["epochs"] == 2
+  rows = [r for r in metrics_lib.read_metrics(str(tmp_path)) if "loss" in r]
+  init, main = [r for r in rows if r["stage"] == "init"], [r for r in rows if r["stage"] == "main"]
+  assert init and main
+  # Init: the distillation loss alone drives the update; main: no teacher, no distillation, schedule restarted.
+  assert all(r["grad_norm"] == pytest.approx(r["grad_norm_dist"], rel=1e-5) for r in init)
+  assert all("grad_norm_dist" not in r and r["dist_loss"] == 0 for r in main)
+  assert main[-1]["lr"] == pytest.approx(0.02)
+
+
+def test_resume_matches_uninterrupted(tmp_path):
+  """Stopping mid-epoch (as after a SIGKILL: only checkpoints survive) and restarting gives the same parameters."""
+  config = tiny_config("student", train__checkpoint_every_steps=2)
+  full = train.train_and_evaluate(config, str(tmp_path / "full"))
+  assert full["complete"] and full["step"] == 9
+  # Checkpoints at 2 and 4; the run "dies" after step 5, whose work is lost.
+  part = str(tmp_path / "part")
+  train.train_and_evaluate(tiny_config("student", train__checkpoint_every_steps=2, train__max_steps=5), part)
+  for name in os.listdir(os.path.join(part, "checkpoints")):
+    if name == "5":
+      import shutil
+      shutil.rmtree(os.path.join(part, "checkpoints", name))
+  resumed = train.train_and_evaluate(config, part)
+  assert resumed["complete"] and resumed["step"] == 9
+  a, b = final_params(str(tmp_path / "full")), final_params(part)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), a, b)
+  steps = [r["step"] for r in metrics_lib.read_metrics(part) if "loss" in r]
+  assert steps == sorted(steps) and len(steps) == len(set(steps))  # rows after the checkpoint were re-logged once
+
+
+def test_train_step_compiles_once():
+  """Epoch-dependent values (learning rate, sigmoid(epoch)) are traced: steps across epochs share one compilation."""
+  config = tiny_config("kd_svd")
+  config.model.name = config.teacher.name = "vgg8"  # BatchNorm networks: running statistics travel in "rest".
+  mesh = parallel.create_mesh(jax.devices()[:1])
+  student = train.build_network("vgg8", 0.125, 2, 0, mesh=mesh)
+  teacher = train.random_teacher(config, 2, mesh=mesh, image_size=32)
+  state, tx = train.create_train_state(config, student, steps_per_epoch=2, mesh=mesh)
+  step_fn = train.make_train_step(config, student, tx, steps_per_epoch=2, mesh=mesh, mean=[128.0] * 3,
+                                  std=[64.0] * 3, teacher=teacher)
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), "label": rng.integers(0, 2, 8).astype(np.int32)}
+  batch = jax.device_put(batch, parallel.data_sharding(mesh))
+  teacher_before = jax.tree.map(np.asarray, teacher.variables)
+  lrs = []
+  for _ in range(5):
+    state, metrics = step_fn(state, teacher.variables, batch)
+    lrs.append(float(metrics["lr"]))
+  assert step_fn._cache_size() == 1
+  assert int(state["step"]) == 5 and lrs == pytest.approx([0.02, 0.02, 0.002, 0.002, 0.002])
+  # The teacher is frozen: no BatchNorm update, no parameter change.
+  jax.tree.map(np.testing.assert_array_equal, teacher_before, jax.tree.map(np.asarray, teacher.variables))
+  # The student's BatchNorm statistics moved.
+  stats = [x for path, x in jax.tree_util.tree_flatten_with_path(state["rest"])[0] if "mean" in str(path)]
+  assert stats and any(np.abs(np.asarray(s)).sum() > 0 for s in stats)
+
+
+# --- errors a user can hit ---------------------------------------------------------------------------------------
+
+
+def test_unknown_config_key(tmp_path):
+  config = tiny_config("teacher")
+  config.train.epochz = 3
+  with pytest.raises(ValueError, match=r"Unknown config key 'train.epochz'.*epochs"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_bad_names(tmp_path):
+  with pytest.raises(ValueError, match="not a network; valid"):
+    train.train_and_evaluate(tiny_config("teacher", model__name="vgg99"), str(tmp_path))
+  with pytest.raises(ValueError, match="mechanism"):
+    train.train_and_evaluate(tiny_config("kd_svd", distill__mechanism="3stage"), str(tmp_path))
+
+
+def test_missing_teacher(tmp_path):
+  with pytest.raises(ValueError, match="needs a teacher"):
+    train.train_and_evaluate(tiny_config("kd_svd"), str(tmp_path / "a"))
+  with pytest.raises(FileNotFoundError, match="Train the teacher first"):
+    train.train_and_evaluate(tiny_config("kd_svd", teacher__workdir=str(tmp_path / "nothing")), str(tmp_path / "b"))
+  with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
+    train.train_and_evaluate(tiny_config("kd_svd", teacher__checkpoint=str(tmp_path)), str(tmp_path / "c"))
+
+
+def test_mismatched_teacher(teacher_dir, tmp_path):
+  with pytest.raises(ValueError, match="holds vgg_teacher \\(width 0.125\\).*width 0.25"):
+    train.train_and_evaluate(tiny_config("kd_svd", teacher__workdir=teacher_dir, teacher__width=0.25), str(tmp_path))
+
+
+def test_tap_mismatch(teacher_dir, tmp_path):
+  config = tiny_config("kd_svd", teacher__workdir=teacher_dir, model__width=0.25)  # student channels x2
+  with pytest.raises(ValueError, match="kd_svd"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_workdir_with_other_config(tmp_path):
+  train.train_and_evaluate(tiny_config("student", train__max_steps=1), str(tmp_path))
+  with pytest.raises(ValueError, match=r"different config.*optim.learning_rate.*--overwrite"):
+    train.train_and_evaluate(tiny_config("student", train__max_steps=1, optim__learning_rate=0.5), str(tmp_path))
+  summary = train.train_and_evaluate(tiny_config("student", train__max_steps=1, optim__learning_rate=0.5),
+                                     str(tmp_path), overwrite=True)
+  assert summary["step"] == 1
+  with open(tmp_path / "config.json") as f:
+    assert json.load(f)["optim"]["learning_rate"] == 0.5
+
+
+def test_non_finite_loss_stops(tmp_path):
+  config = tiny_config("student", optim__learning_rate=1e30, train__checkpoint_every_steps=1)
+  with pytest.raises(FloatingPointError, match=r"at step \d+.*last good checkpoint is step"):
+    train.train_and_evaluate(config, str(tmp_path))
+  params = final_params(str(tmp_path))  # Whatever was saved is finite.
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
