@@ -9,7 +9,7 @@ parameters, FLOPs and function as C separate branches. Taps at 32x32: [B,32,32,6
 [B,8,8,256]; at 64x64 each tap's height and width double (the pool is global).
 
 Paper vs ours (FLOPs = 2 x conv/dense multiply-accumulates at 32x32, params = trainable incl. BN scale/bias):
-  resnext_teacher  C = 4: 542.6M / 654,116 (paper 547.3M / 0.66M: FLOPs -0.9%, params equal at printed precision).
+  resnext_teacher  C = 4: 542.6M / 654,116 (paper 547.3M / 0.66M: FLOPs -0.9%, params -0.9%).
                    The code's default is C = 8 (1081.5M / 1.28M) and the poster says "8 bottleneck", but only C = 4
                    reproduces 0.66M; pass `cardinality=8` for the code's network.
   resnext_student  C = 2: 273.1M / 341,284 (paper 247.6M / 0.34M: params equal, FLOPs +10.3%). The gap is not
