@@ -27,7 +27,8 @@ VARIANTS, TABLE_VARIANTS, TABLE_SEEDS = _cpu.VARIANTS, _cpu.TABLE_VARIANTS, _cpu
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = _cpu.cpu_recipe()
+  arg, options = _cpu.split_options(arg)  # `epochs=N`, `width=W` tokens as in cpu_tiny_imagenet.py
+  config = _cpu.cpu_recipe(**options)
   config.data.source = "archive"
   config.data.name = "cifar10_jpeg"
   config.data.path = _vgg.shared_data("cifar10_jpeg")
@@ -36,4 +37,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.num_classes = 10
   config.data.image_size = 32
   return _vgg.apply_variant(config, arg, teacher="vgg_teacher", student="vgg_student",
-                            init_epochs=max(1, (2 * _cpu.EPOCHS) // 5))
+                            init_epochs=max(1, (2 * config.train.epochs) // 5))

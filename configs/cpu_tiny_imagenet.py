@@ -2,10 +2,20 @@
 
 The paper's CIFAR-100 recipe (configs/cifar100_vgg.py) with the same schedule shape compressed to EPOCHS epochs
 (lr 1e-2, x0.1 at 1/2 and at 3/4 of the run), at WIDTH times the channels, on the offline Tiny-ImageNet-100
-(100 classes x 500 images, CIFAR-100's shape of problem; eval = its 5,000 labelled val images). Sized so that the
-issue-7 table (teacher, then student / soft_target / fsp / kd_svd x 3 svd_grad modes for 3 seeds; 19 runs) fits
-about 2.5 hours of a 2-core CPU: see TABLE_HOURS and experiments/results/bench_step.txt. Reduced-scale runs on other
-data: never compare them to the paper's numbers as if they were the same experiment.
+(100 classes x 500 images, CIFAR-100's shape of problem; eval = its 5,000 labelled val images). Reduced-scale runs
+on other data: never compare them to the paper's numbers as if they were the same experiment.
+
+Sizing (experiments/results/bench_step.txt): the table is teacher, then student / soft_target / fsp / kd_svd x 3
+svd_grad modes for 3 seeds (19 runs, 50,000 images per epoch each). WIDTH = 0.125 because at 0.25 one VGG tap
+(8x8x32) needs a batched 32x32 `eigh` that ran 5-10x slower than the whole student step on this CPU (KD-SVD step
+36 img/s against 236 for the student, jax 0.12.0.1), while at 0.125 every Gram matrix is at most 16x16 and the
+KD-SVD step costs about as much as FSP. Measured on the shared, loaded machine at width 0.125: student 704,
+teacher 346, FSP 335, KD-SVD 285-297 img/s; with the load factor seen at width 1 (about 3x) that is roughly 15
+minutes per epoch of the whole table on an idle 2-core CPU, so EPOCHS = 8 should take about 2-2.5 hours per table.
+Measure before trusting it: a table's first teacher epoch tells.
+
+Variants as in configs/cifar100_vgg.py, plus `epochs=N` and `width=W` tokens that rescale the schedule (the
+boundaries follow) or the networks, e.g. `configs/cpu_tiny_imagenet.py:epochs=4` (the runner appends the variant).
 
   python experiments/run_table.py --config configs/cpu_tiny_imagenet.py --root runs
 """
@@ -15,7 +25,7 @@ import pathlib
 
 import ml_collections
 
-WIDTH = 0.25
+WIDTH = 0.125
 EPOCHS = 8
 TABLE_VARIANTS = ("student", "soft_target", "fsp", "kd_svd_sskd_code", "kd_svd", "kd_svd_exact")
 TABLE_SEEDS = (0, 1, 2)
@@ -45,8 +55,24 @@ def cpu_recipe(*, epochs: int = EPOCHS, width: float = WIDTH) -> ml_collections.
   return config
 
 
+def split_options(arg: str | None) -> tuple[str, dict]:
+  """Takes the `epochs=N` / `width=W` tokens out of `arg`: (the rest, cpu_recipe keyword arguments)."""
+  rest, options = [], {}
+  for token in (t.strip() for t in (arg or "").split(",")):
+    key, eq, value = token.partition("=")
+    if eq and key in ("epochs", "width"):
+      try:
+        options[key] = int(value) if key == "epochs" else float(value)
+      except ValueError:
+        raise ValueError(f"Bad token {token!r}: expected epochs=<int> or width=<float>.") from None
+    elif token:
+      rest.append(token)
+  return ",".join(rest), options
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = cpu_recipe()
+  arg, options = split_options(arg)
+  config = cpu_recipe(**options)
   config.data.source = "archive"
   config.data.name = "tiny_imagenet_100"
   config.data.path = _vgg.shared_data("tiny_imagenet_100")
@@ -56,4 +82,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.image_size = 32
   # 2-stage at CPU scale: the KDM ratio (40 initialisation epochs for a 100-epoch schedule).
   return _vgg.apply_variant(config, arg, teacher="vgg_teacher", student="vgg_student",
-                            init_epochs=max(1, (2 * EPOCHS) // 5))
+                            init_epochs=max(1, (2 * config.train.epochs) // 5))

@@ -151,6 +151,12 @@ def test_cpu_configs_compress_the_schedule_and_point_at_shared_data():
     assert config_module(name).TABLE_VARIANTS == ("student", "soft_target", "fsp", "kd_svd_sskd_code", "kd_svd",
                                                   "kd_svd_exact")
     assert len(config_module(name).TABLE_SEEDS) >= 3
+    # `epochs=` / `width=` tokens rescale the schedule with its shape, and the networks.
+    c = config_module(name).get_config("epochs=12,kd_svd_2stage,width=0.25")
+    assert (c.train.epochs, tuple(c.optim.boundaries), c.model.width, c.teacher.width) == (12, (6, 9), 0.25, 0.25)
+    assert (c.distill.mechanism, c.distill.init_epochs) == ("2stage", 4)
+    with pytest.raises(ValueError, match="epochs=<int>"):
+      config_module(name).get_config("epochs=two")
 
 
 @functools.cache
