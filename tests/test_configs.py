@@ -277,3 +277,28 @@ def test_runner_cli_dry_run_and_errors(run_table, tmp_path, capsys):
   with pytest.raises(SystemExit):
     run_table.main(["--config", str(CONFIGS / "cpu_cifar10.py"), "--root", str(tmp_path), "--variants", "bogus"])
   assert "kd_svd_sskd_code" in capsys.readouterr().err
+
+
+def test_notebook_plot_cell_reads_metrics_jsonl(tmp_path):
+  """Runs the notebook's last code cell on workdirs holding metrics.jsonl rows as the trainer writes them."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  cell = [c.source for c in nb.cells if c.cell_type == "code"][-1]
+  dirs = {}
+  for name in ("teacher", "student"):
+    d = tmp_path / name
+    d.mkdir()
+    rows = [{"step": 10, "epoch": 0, "loss": 2.0}, {"step": 10, "epoch": 0, "eval_accuracy": 0.25},
+            {"step": 20, "epoch": 1, "eval_accuracy": 0.5}]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "summary.json").write_text(json.dumps({"complete": True}))
+    dirs[name] = str(d)
+  plt.close("all")
+  scope = {"TEACHER_DIR": dirs["teacher"], "STUDENT_DIR": dirs["student"]}
+  exec(compile(cell, "colab_tpu.ipynb", "exec"), scope)
+  lines = plt.gca().get_lines()
+  assert [list(line.get_ydata()) for line in lines] == [[25.0, 50.0], [25.0, 50.0]]
+  assert list(lines[0].get_xdata()) == [1, 2]
+  plt.close("all")
