@@ -1,7 +1,6 @@
 """Tests for svdkd_jax.models: paper and benchmark figures, taps, modes, options and errors."""
 
 import json
-import subprocess
 import sys
 
 from flax import nnx
@@ -87,10 +86,10 @@ def test_flop_counter_on_grouped_conv_and_dense():
   assert models.count_flops(model, image_size=8) == expected
 
 
-def test_json_output_keys():
-  out = subprocess.run([sys.executable, "-m", "svdkd_jax.models", "--json", "--width", "0.125"],
-                       capture_output=True, text=True, check=True).stdout
-  rows = json.loads(out)
+def test_json_output_keys(monkeypatch, capsys):
+  monkeypatch.setattr(sys, "argv", ["svdkd_jax.models", "--json", "--width", "0.125"])
+  models_main.main()
+  rows = json.loads(capsys.readouterr().out)
   assert [r["name"] for r in rows] == models.names()
   for r in rows:
     assert set(r) == {"name", "flops", "params", "taps", "paper_flops", "paper_params"}
@@ -202,5 +201,7 @@ def test_errors():
   with pytest.raises(ValueError, match="input_size=64"):
     model = models.create("vgg_student", 10, rngs=nnx.Rngs(0), width=0.125)
     model(jnp.zeros((1, 64, 64, 3)))
+  with pytest.raises(ValueError, match="dropout"):
+    models.create("vgg_student", 10, rngs=nnx.Rngs(params=0), width=0.125)
   with pytest.raises(ValueError, match="unknown model"):
     models.paper_figures("nope")

@@ -58,7 +58,11 @@ class VGG(nnx.Module):
     self.blocks = nnx.List(stages)
     dims = [(input_size // 16) ** 2 * cin] + [layers.channels(h, width) for h in hidden]
     self.hidden = nnx.List([layers.dense(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:])])
-    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    try:
+      self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    except KeyError as e:
+      raise ValueError("the paper VGGs use dropout and need a 'dropout' rng stream: build them with "
+                       "nnx.Rngs(params=..., dropout=...) or nnx.Rngs(seed)") from e
     self.head = layers.dense(dims[-1], num_classes, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
