@@ -26,4 +26,5 @@ VARIANTS, TABLE_VARIANTS, TABLE_SEEDS = _vgg.VARIANTS, _vgg.TABLE_VARIANTS, _vgg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  return _vgg.apply_variant(_vgg.paper_recipe(), arg, teacher="mobilenet_teacher", student="mobilenet_student", init_epochs=40)
+  return _vgg.apply_variant(_vgg.paper_recipe(), arg, teacher="mobilenet_teacher", student="mobilenet_student",
+                            init_epochs=40)

@@ -20,9 +20,9 @@ experiment config reuses (`apply_variant`):
                     2-stage (reference 6.4, 9): the distillation loss alone for `distill.init_epochs`, then the
                     main task alone with the unchanged recipe. The paper's table numbers are 2-stage; the authors
                     never released that schedule. We take FSP's precedent (the authors' KDM code initialises with 40
-                    epochs of distillation-only training before a full main-task schedule): 40 epochs, 20% of
-                    the 200-epoch recipe, enough for the distillation loss to plateau, then the whole recipe again
-                    (the trainer restarts the schedule and the optimiser), so a 2-stage run lasts 40 + 200 epochs.
+                    epochs of distillation-only training before a full main-task schedule): 40 epochs at the
+                    recipe's first learning rate (not tuned), then the whole recipe again (the trainer restarts the
+                    schedule and the optimiser), so a 2-stage run lasts 40 + 200 epochs.
   smoke             modifier: tiny networks on the bundled `digits` data, a few steps (tests; no download)
 No variant means `kd_svd`. Students need `--config.teacher.workdir=DIR` (a finished teacher run).
 """
