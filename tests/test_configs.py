@@ -173,6 +173,8 @@ def tap_channels(name: str, width: float, image_size: int) -> tuple[int, ...]:
 def test_teacher_and_student_taps_have_equal_channels():
   seen = set()
   for name, arg in all_args():
+    if "smoke" in arg and name != "cifar100_vgg":  # every smoke is width 0.25: one network family is enough here
+      continue
     c = config_module(name).get_config(arg)
     key = (c.teacher.name, c.model.name if c.model.name != c.teacher.name else None, c.model.width,
            c.data.image_size)
@@ -182,7 +184,7 @@ def test_teacher_and_student_taps_have_equal_channels():
     teacher = tap_channels(c.teacher.name, c.teacher.width, c.data.image_size)
     student = tap_channels(c.model.name, c.model.width, c.data.image_size)
     assert len(teacher) >= 2 and teacher == student, (name, arg, teacher, student)
-  assert len(seen) >= 10
+  assert len(seen) >= 12
 
 
 def test_teacher_workdir_and_keys_are_settable_from_the_command_line():
