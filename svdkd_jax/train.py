@@ -263,10 +263,12 @@ def create_train_state(config: ml_collections.ConfigDict, student: Network, step
                        mesh) -> tuple[dict, optax.GradientTransformation]:
   """`({"params", "rest", "opt_state", "step"}, tx)`: the student's variables and optax state, replicated."""
   tx = optim.create_optimizer(config.optim, steps_per_epoch)
-  params = student.variables["params"]
-  opt_state = jax.jit(tx.init, out_shardings=parallel.replicated(mesh))(params)
+  replicated = parallel.replicated(mesh)
+  # A copy: the step donates the state, `student.variables` stays usable.
+  variables = jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=replicated)(student.variables)
+  opt_state = jax.jit(tx.init, out_shardings=replicated)(variables["params"])
   step = parallel.replicate(jnp.zeros((), jnp.int32), mesh)
-  return {"params": params, "rest": student.variables["rest"], "opt_state": opt_state, "step": step}, tx
+  return {"params": variables["params"], "rest": variables["rest"], "opt_state": opt_state, "step": step}, tx
 
 
 def check_taps(config: ml_collections.ConfigDict, student: Network, teacher: Network | None,
