@@ -43,9 +43,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.augment = "none"
 
   config.optim.learning_rate = 0.02
-  config.optim.boundaries = (8,)
+  config.optim.boundaries = (6,)
   config.optim.weight_decay = 1e-4
-  config.train.epochs = 10
+  config.train.epochs = 8
   config.train.batch_size = 64
   config.train.eval_batch_size = 120
   config.train.log_every_steps = 10

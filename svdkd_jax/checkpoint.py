@@ -82,7 +82,8 @@ def create_manager(directory: str, *, keep: int, read_only: bool = False) -> ocp
   ])
   options = ocp.CheckpointManagerOptions(
       best_fn=_best_fn, best_mode="max", preservation_policy=None if read_only else policy,
-      create=not read_only, read_only=read_only, enable_async_checkpointing=not read_only)
+      create=not read_only, read_only=read_only, enable_async_checkpointing=not read_only,
+      cleanup_tmp_directories=not read_only)  # A SIGKILL mid-save leaves a tmp directory: drop it on restart.
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 

@@ -10,6 +10,7 @@ slices need nothing. Every process runs the same command with the same --workdir
 import json
 import logging as std_logging
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -27,6 +28,13 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. co
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietOrbax(std_logging.Filter):
+  """Drops orbax's per-save INFO chatter (dozens of lines per checkpoint); its warnings still show."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -39,13 +47,63 @@ def main(argv):
   from svdkd_jax import train
   parallel.maybe_initialize_distributed()
   std_logging.getLogger().setLevel(std_logging.INFO)
+  logging.get_absl_handler().addFilter(_QuietOrbax())
   logging.info("JAX %s, process %d of %d, local devices %s, %d devices in total", jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count())
-  summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite)
+  try:
+    summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite)
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    if os.environ.get("SVDKD_TRACEBACK"):
+      raise
+    # A user error: the message says what is wrong and how to fix it; no JAX trace (SVDKD_TRACEBACK=1 shows it).
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   if jax.process_index() == 0:
-    keys = ("complete", "best_eval_accuracy", "best_epoch", "last_eval_accuracy", "wall_time_sec")
+    keys = ("complete", "step", "best_eval_accuracy", "best_epoch", "last_eval_accuracy", "wall_time_sec")
     print(json.dumps({k: summary.get(k) for k in keys}))
+  if summary.get("interrupted"):
+    sys.exit(128 + summary["interrupted"])  # The shell convention for "killed by signal N", after a clean save.
+
+
+def _unknown_override(argv: list[str]) -> str | None:
+  """Names the first `--config.KEY=...` that the config file does not define, with the valid keys at that level."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+  paths += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+  if not paths:
+    return None
+  path, _, variant = paths[0].partition(":")
+  spec = importlib.util.spec_from_file_location("svdkd_cli_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(variant) if variant else module.get_config()
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    node, done = config, []
+    for part in arg[len("--config."):].split("=", 1)[0].split("."):
+      if not hasattr(node, "keys") or part not in node:
+        where = ".".join(done) or "config"
+        valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(not a section)"
+        return f"unknown config key {arg.split('=', 1)[0]!r}: {where} has no {part!r}; valid keys there: {valid}."
+      node, done = node[part], done + [part]
+  return None
+
+
+def run() -> None:
+  try:
+    app.run(main)
+  except (AttributeError, KeyError) as e:  # ml_collections rejects an unknown --config.KEY while parsing flags.
+    try:
+      message = _unknown_override(sys.argv)
+    except Exception:  # pylint: disable=broad-except
+      message = None
+    if message is None:
+      raise
+    del e
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -591,9 +591,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, overw
       "versions": _versions(), "config": json.loads(config.to_json_best_effort()),
   }
   if stop.signum:
-    summary["interrupted"] = f"signal {stop.signum}"
+    summary["interrupted"] = int(stop.signum)
   metrics_lib.write_summary(workdir, summary)
   manager.close()
-  if stop.signum == signal.SIGINT:
-    raise KeyboardInterrupt(f"Interrupted at step {step}; checkpoint saved in {workdir}. Rerun to resume.")
+  if stop.signum:
+    logging.warning("Interrupted at step %d; checkpoint saved in %s. Rerun the same command to resume.", step,
+                    workdir)
   return summary
