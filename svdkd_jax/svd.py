@@ -169,8 +169,8 @@ def _truncated_svd(x, k, grad_mode):
 
 def _fwd(x, k, grad_mode):
   (u, s, v), (w, lam), xs, c = _forward(x, k)
-  full = (w, lam) if grad_mode == "exact" else (None, None)
-  return (u, s * c, v), (u, s, v, xs, c) + full
+  full = (xs, w, lam) if grad_mode == "exact" else (None, None, None)  # only "exact" needs xs and all eigenpairs
+  return (u, s * c, v), (u, s, v, c) + full
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -238,13 +238,13 @@ def _grad_paper(u, s, v, dv, inv_s, eps, left: bool):
 
 def _bwd(k, grad_mode, res, cts):
   # Work on xs = x / c (c held constant: u, v are scale invariant and s is 1-homogeneous), then dx = dxs / c.
-  u, s, v, x, c, w, lam = res
+  u, s, v, c, x, w, lam = res
   du, ds, dv = cts
   ds = ds * c
   eps = _eps(s.dtype)
   ok = s > eps * s[..., :1]
   inv_s = jnp.where(ok, 1 / jnp.where(ok, s, 1), 0)
-  hw, d = x.shape[-2:]
+  hw, d = u.shape[-2], v.shape[-2]
   if grad_mode == "exact":
     dx = _grad_exact(x, u, s, v, w, lam, du, ds, dv, inv_s, eps)
   else:
