@@ -57,8 +57,12 @@ def final_params(workdir: str) -> dict:
   manager = checkpoint.create_manager(os.path.join(workdir, "checkpoints"), keep=1, read_only=True)
   step = manager.latest_step()
   manager.close()
+  path = os.path.join(workdir, "checkpoints", str(step), "model")
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # The run may have had other devices/processes.
   with checkpoint.ocp.StandardCheckpointer() as ckptr:
-    restored = ckptr.restore(os.path.join(workdir, "checkpoints", str(step), "model"))
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                          ckptr.metadata(path).item_metadata.tree)
+    restored = ckptr.restore(path, target)
   return jax.tree.map(np.asarray, restored["params"])
 
 
