@@ -9,8 +9,9 @@ Forward (all modes): `eigh` of the smaller Gram matrix (`M^T M` if HW >= D else 
 (experiments/results/bench_svd.txt). Accuracy of the Gram route falls with the squared condition number, so only
 the top triplets are accurate when the trailing spectrum is tiny; tests/test_svd.py checks the top-k against NumPy.
 
-Sign convention: the largest-magnitude entry of each `v_i` is positive and `u_i` is flipped with it, so outputs are
-a deterministic function of `M` and the gradients below are those of the sign-fixed vectors.
+Sign convention: the largest-magnitude entry of each `v_i` is positive (on an exact tie between `+a` and `-a` the
+vector is left as computed) and `u_i` is flipped with it, so outputs are a deterministic function of `M` and the
+gradients below are those of the sign-fixed vectors.
 
 Backward (`jax.custom_vjp`, reference: kdsvd_reference.md section 3; design.md "The SVD and its gradient"):
   "paper"     the poster's rearranged gradient on the k kept triplets, `K_ij = 1/(s_i^2 - s_j^2)`, `K_ii = 0`,
@@ -28,7 +29,8 @@ In "paper" and "sskd_code" the cotangent of `u` is ignored (KD-SVD never uses `u
 Guards (never NaN/inf): with `eps = 32 * finfo(dtype).eps` (3.8e-6 in float32, 7.1e-15 in float64),
 `1/(s_i^2 - s_j^2)` is set to 0 where `|s_i^2 - s_j^2| <= eps * s_1^2`, `1/s_i` is set to 0 where
 `s_i <= eps * s_1`, the derived factor (`u_i` if HW >= D, else `v_i`) is returned as 0 where `s_i <= eps * s_1`,
-and a sample whose gradient is still non-finite gets a zero gradient (as SSKD's `crop_removenan`).
+and a sample whose gradient is still non-finite gets a zero gradient (as SSKD's `crop_removenan`; checked on the
+low-rank factors of the gradient, which are formed before the one `[HW, D]` product).
 """
 
 import functools
@@ -156,8 +158,9 @@ def _forward(x: jax.Array, k: int):
   ok = s > _eps(x.dtype) * s[..., :1]
   other = jnp.where(ok[..., None, :], y / jnp.where(ok, s, 1)[..., None, :], 0)
   u, v = (other, base) if tall else (base, other)
-  pivot = jnp.take_along_axis(v, jnp.argmax(jnp.abs(v), axis=-2)[..., None, :], axis=-2)
-  sign = jnp.where(pivot < 0, -1, 1).astype(x.dtype)
+  # The largest-magnitude entry of each v is made positive (on a tie between +a and -a, v is kept as is).
+  neg = -jnp.min(v, axis=-2, keepdims=True) > jnp.max(v, axis=-2, keepdims=True)
+  sign = jnp.where(neg, -1, 1).astype(x.dtype)
   return (u * sign, s, v * sign), (w, lam), xs, c[..., 0]
 
 
@@ -185,13 +188,16 @@ def _inv_gap(lam_rows: jax.Array, lam_cols: jax.Array, lam_max: jax.Array, eps: 
   return jnp.where(ok, 1 / jnp.where(ok, gap, 1), 0)
 
 
-def _outer(a: jax.Array, b: jax.Array) -> jax.Array:
-  """`sum_i a_i b_i^T`: a [..., m, k], b [..., n, k] -> [..., m, n]."""
-  return _einsum("...mk,...nk->...mn", a, b)
-
-
 def _sym(a: jax.Array) -> jax.Array:
   return (a + jnp.swapaxes(a, -1, -2)) / 2
+
+
+def _cat(*arrays: jax.Array) -> jax.Array:
+  return jnp.concatenate(arrays, axis=-1)
+
+
+# Each gradient is returned as low-rank factors (left [..., m, K], right [..., n, K]) with dx = left @ right^T, so
+# the guards act on small arrays and the [m, n] gradient is formed by one product.
 
 
 def _grad_exact(x, u, s, v, w, lam, du, ds, dv, inv_s, eps):
@@ -199,41 +205,40 @@ def _grad_exact(x, u, s, v, w, lam, du, ds, dv, inv_s, eps):
   tall = x.shape[-2] >= x.shape[-1]
   lam = jnp.maximum(lam, 0)
   if tall:  # G = M^T M = W lam W^T with v = W[:, :k]; u = M v / s.
-    dx = _outer(du * inv_s[..., None, :], v)
     dbase = dv + _einsum("...mn,...mk->...nk", x, du) * inv_s[..., None, :]
     ds = ds - jnp.sum(du * u, axis=-2) * inv_s
     base = v
   else:  # G = M M^T = W lam W^T with u = W[:, :k]; v = M^T u / s.
-    dx = _outer(u, dv * inv_s[..., None, :])
     dbase = du + _einsum("...mn,...nk->...mk", x, dv) * inv_s[..., None, :]
     ds = ds - jnp.sum(dv * v, axis=-2) * inv_s
     base = u
   k = s.shape[-1]
   f = _inv_gap(lam, lam[..., :k], lam[..., 0], eps)  # [r, k], rows: all eigenpairs, cols: kept
   p = _einsum("...ri,...ik->...rk", w, f * _einsum("...ri,...rk->...ik", w, dbase))  # W (F o W^T dbase)
-  dlam2 = ds * inv_s  # 2 * dlam, since s = sqrt(lam)
-  # dx += M (dG + dG^T) (tall) or (dG + dG^T) M, with dG = P base^T + base diag(dlam) base^T.
+  us_dlam = u * (ds * inv_s * s)[..., None, :]  # U diag(2 s dlam), since s = sqrt(lam)
+  # Direct term of u = M v / s (or v = M^T u / s), plus M (dG + dG^T) (or (dG + dG^T) M) with
+  # dG = P base^T + base diag(dlam) base^T.
   if tall:
-    xp = _einsum("...mn,...nk->...mk", x, p)
-    return dx + _outer(xp, v) + _outer(u * s[..., None, :], p) + _outer(u * (s * dlam2)[..., None, :], v)
-  xtp = _einsum("...mn,...mk->...nk", x, p)
-  return dx + _outer(p * s[..., None, :], v) + _outer(u, xtp) + _outer(u * (s * dlam2)[..., None, :], v)
+    left = du * inv_s[..., None, :] + _einsum("...mn,...nk->...mk", x, p) + us_dlam
+    return _cat(left, u * s[..., None, :]), _cat(v, p)
+  right = dv * inv_s[..., None, :] + _einsum("...mn,...mk->...nk", x, p)
+  return _cat(u, p * s[..., None, :] + us_dlam), _cat(right, v)
 
 
-def _grad_paper(u, s, v, dv, inv_s, eps, left: bool):
+def _grad_paper(u, s, v, ds, dv, inv_s, eps, left: bool):
   """The poster's rearranged gradient restricted to the k kept triplets (module docstring)."""
   lam = s * s
   kt = _inv_gap(lam, lam, lam[..., 0], eps)  # kt_ij = 1/(s_j^2 - s_i^2) = K_ji
-  kmat = jnp.swapaxes(kt, -1, -2)
-  if left:  # HW <= D
+  if left:  # HW <= D: U E^T - U (E^T V)_diag V^T - 2 U sym(K o (S V^T E)) S V^T
     e = dv * inv_s[..., None, :]  # [n, k]
     vte = _einsum("...nk,...nj->...kj", v, e)  # V^T E [k, k]
-    inner = _sym(kmat * (s[..., :, None] * vte))
+    inner = _sym(jnp.swapaxes(kt, -1, -2) * (s[..., :, None] * vte))
     t = _einsum("...mk,...kj->...mj", u, inner) * s[..., None, :]  # U sym(.) S
-    return _outer(u, e) - _outer(u * jnp.diagonal(vte, axis1=-2, axis2=-1)[..., None, :], v) - 2 * _outer(t, v)
-  vtdv = _einsum("...nk,...nj->...kj", v, dv)
-  inner = _sym(kt * vtdv)
-  return 2 * _outer(_einsum("...mk,...kj->...mj", u * s[..., None, :], inner), v)
+    diag = jnp.diagonal(vte, axis1=-2, axis2=-1)
+    return _cat(u, u * (ds - diag)[..., None, :] - 2 * t), _cat(e, v)
+  # HW > D: 2 U S sym(K^T o (V^T dV)) V^T
+  inner = _sym(kt * _einsum("...nk,...nj->...kj", v, dv))
+  return 2 * _einsum("...mk,...kj->...mj", u * s[..., None, :], inner) + u * ds[..., None, :], v
 
 
 def _bwd(k, grad_mode, res, cts):
@@ -246,17 +251,19 @@ def _bwd(k, grad_mode, res, cts):
   inv_s = jnp.where(ok, 1 / jnp.where(ok, s, 1), 0)
   hw, d = u.shape[-2], v.shape[-2]
   if grad_mode == "exact":
-    dx = _grad_exact(x, u, s, v, w, lam, du, ds, dv, inv_s, eps)
-  else:
-    dx = _outer(u * ds[..., None, :], v)
-    if grad_mode == "paper":
-      dx = dx + _grad_paper(u, s, v, dv, inv_s, eps, left=hw <= d)
-    elif hw < d:  # "sskd_code": gradient of normalize(M^T stop_gradient(u)).
-      dv_perp = dv - v * jnp.sum(dv * v, axis=-2, keepdims=True)
-      dx = dx + _outer(u, dv_perp * inv_s[..., None, :])
-  dx = dx / c[..., None]
-  finite = jnp.all(jnp.isfinite(dx), axis=(-2, -1), keepdims=True)
-  return (jnp.where(finite, dx, 0),)
+    left, right = _grad_exact(x, u, s, v, w, lam, du, ds, dv, inv_s, eps)
+  elif grad_mode == "paper":
+    left, right = _grad_paper(u, s, v, ds, dv, inv_s, eps, left=hw <= d)
+  elif hw < d:  # "sskd_code": gradient of normalize(M^T stop_gradient(u)).
+    dv_perp = dv - v * jnp.sum(dv * v, axis=-2, keepdims=True)
+    left, right = _cat(u, u * ds[..., None, :]), _cat(dv_perp * inv_s[..., None, :], v)
+  else:  # "sskd_code", HW >= D: only the exact term of s.
+    left, right = u * ds[..., None, :], v
+  right = right / c[..., None]
+  finite = (jnp.all(jnp.isfinite(left), axis=(-2, -1), keepdims=True)
+            & jnp.all(jnp.isfinite(right), axis=(-2, -1), keepdims=True))
+  left, right = jnp.where(finite, left, 0), jnp.where(finite, right, 0)
+  return (_einsum("...mk,...nk->...mn", left, right),)
 
 
 _truncated_svd.defvjp(_fwd, _bwd)
