@@ -36,6 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.distill.temperature = 4.0  # soft_target
   # 1stage: main task + clipped distillation gradient every step (the released code).
   # 2stage: distillation alone for `init_epochs`, then the main task alone (FSP's procedure; the paper's table).
+  # The main phase is the full `train.epochs` recipe (optimiser reset, schedule restarted): init_epochs + epochs.
   config.distill.mechanism = "1stage"
   config.distill.init_epochs = 0
 

@@ -163,8 +163,9 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: 
           os.remove(target)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:  # Atomic: other processes may be reading it.
       json.dump(new, f, indent=2)
+    os.replace(path + ".tmp", path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -503,8 +504,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, overw
   start = int(start or 0)
 
   def save(step, eval_metrics=None):
-    m = {**meta, "train_time": meta["train_time"] + time.time() - t_start, "step": step, "epoch": step / spe, "num_classes": ds.num_classes,
-         "config": json.loads(config.to_json_best_effort())}
+    m = {**meta, "train_time": meta["train_time"] + time.time() - t_start, "step": step, "epoch": step / spe,
+         "num_classes": ds.num_classes, "config": json.loads(config.to_json_best_effort())}
     checkpoint.save(manager, step, model={"params": state["params"], "rest": state["rest"]},
                     opt={"opt_state": state["opt_state"], "step": state["step"]}, meta=m,
                     data_iterator=train_iter, metrics=eval_metrics)
