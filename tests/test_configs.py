@@ -283,8 +283,7 @@ def test_runner_cli_dry_run_and_errors(run_table, tmp_path, capsys):
 
 def test_notebook_plot_cell_reads_metrics_jsonl(tmp_path):
   """Runs the notebook's last code cell on workdirs holding metrics.jsonl rows as the trainer writes them."""
-  matplotlib = pytest.importorskip(
-      "matplotlib", reason="matplotlib is in the `plots` extra; install it (pip install -e '.[test,plots]') to run this")
+  import matplotlib  # in the test extra
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   nb = nbformat.read(NOTEBOOK, as_version=4)
