@@ -549,12 +549,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, overw
           history.append(check(*pending))
         pending = (step_metrics, step)
         n_log += 1
+        if step == start + 1:  # images/s leaves out the compilation of the first step.
+          jax.block_until_ready(state["step"])
+          t_log, n_log = time.perf_counter(), 0
         epoch_end = step % spe == 0
         if step % config.train.log_every_steps == 0 or epoch_end or step == last_step or stop.signum:
           history.append(check(*pending))
           pending = None
           row = {k: float(np.mean([h[k] for h in history])) for k in history[-1]}
-          row["images_per_sec"] = n_log * config.train.batch_size / (time.perf_counter() - t_log)
+          if n_log:
+            row["images_per_sec"] = n_log * config.train.batch_size / (time.perf_counter() - t_log)
           row["epoch"] = (step - 1) // spe
           row["stage"] = stage
           if step % config.train.log_every_steps == 0 or step == last_step or epoch_end:
