@@ -85,7 +85,17 @@ def dfv(front: Array, back: Array, beta: float) -> Array:
   Returns:
     `[B, D_l, D_l+1, k]` with entries `exp(-(front[b, m, i] - back[b, n, i])^2 / beta)`.
   """
-  return jnp.exp(-jnp.square(front[:, :, None, :] - back[:, None, :, :]) / beta)
+  return jnp.moveaxis(_dfv_k_major(front, back, beta), 1, -1)
+
+
+def _dfv_k_major(front: Array, back: Array, beta: float) -> Array:
+  """`dfv` laid out `[B, k, D_l, D_l+1]`: with the channel dims minor, XLA's CPU reductions over it vectorise.
+
+  (A reduction of the `[..., k]` layout with k = 1 compiled to a scalar loop: 140 ms instead of 2 ms for the
+  forward of the width-0.25 VGG taps at batch 128.)
+  """
+  front, back = jnp.swapaxes(front, 1, 2), jnp.swapaxes(back, 1, 2)  # [B, k, D]
+  return jnp.exp(-jnp.square(front[:, :, :, None] - back[:, :, None, :]) / beta)
 
 
 def _aligned_features(student: Array, teacher: Array, k: int, svd_grad: str) -> tuple[Array, Array]:
@@ -149,8 +159,8 @@ def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "paper", loss_scale
 
     aux = {}
     for l in range(len(feats) - 1):
-      dfv_s = dfv(feats[l][0], feats[l + 1][0], beta)
-      dfv_t = jax.lax.stop_gradient(dfv(feats[l][1], feats[l + 1][1], beta))
+      dfv_s = _dfv_k_major(feats[l][0], feats[l + 1][0], beta)
+      dfv_t = jax.lax.stop_gradient(_dfv_k_major(feats[l][1], feats[l + 1][1], beta))
       per_sample = scale * jnp.sum(jnp.square(dfv_s - dfv_t), axis=(1, 2, 3))  # [B]
       aux[f"pair_{l}"] = jnp.sum(per_sample) if loss_scale == "sskd" else jnp.mean(per_sample)
     return sum(aux.values()), aux

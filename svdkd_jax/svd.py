@@ -26,6 +26,13 @@ Backward (`jax.custom_vjp`, reference: kdsvd_reference.md section 3; design.md "
 In "paper" and "sskd_code" the cotangent of `u` is ignored (KD-SVD never uses `u`); `s` gets its exact gradient
 `u_i v_i^T` in every mode.
 
+CPU threads: jaxlib's CPU `eigh` calls the LAPACK of SciPy's OpenBLAS, which by default starts its own threads for
+the blocked steps of `syevd` (Gram matrices of size > 25). Inside an XLA program that already keeps both cores busy,
+and worse on a shared machine, those threads spin against XLA's: 128 eighs of 32x32 took 8 ms single-threaded but
+14 ms to 2 s threaded, and the width-0.25 KD-SVD train step ran 3x slower. So the first trace of `truncated_svd`
+limits SciPy's OpenBLAS to one thread (`_sequential_lapack`; numpy's own BLAS, when it is a separate library, is
+left alone).
+
 Guards (never NaN/inf): with `eps = 32 * finfo(dtype).eps` (3.8e-6 in float32, 7.1e-15 in float64),
 `1/(s_i^2 - s_j^2)` is set to 0 where `|s_i^2 - s_j^2| <= eps * s_1^2`, `1/s_i` is set to 0 where
 `s_i <= eps * s_1`, the derived factor (`u_i` if HW >= D, else `v_i`) is returned as 0 where `s_i <= eps * s_1`,
@@ -35,9 +42,11 @@ low-rank factors of the gradient, which are formed before the one `[HW, D]` prod
 
 import functools
 import operator
+import os
 
 import jax
 import jax.numpy as jnp
+import threadpoolctl
 
 GRAD_MODES = ("paper", "exact", "sskd_code")
 
@@ -130,8 +139,21 @@ def _eps(dtype) -> float:
   return 32 * float(jnp.finfo(dtype).eps)
 
 
+@functools.cache
+def _sequential_lapack() -> None:
+  """Limits the BLAS behind jaxlib's CPU LAPACK kernels (SciPy's) to one thread; see the module docstring."""
+  import scipy.linalg  # noqa: F401  (loads the library jaxlib's LAPACK kernels call, so it can be limited)
+
+  scipy_dir = os.path.dirname(os.path.dirname(scipy.linalg.__file__))  # .../scipy (wheels: also .../scipy.libs)
+  blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+  own = [c.filepath for c in blas.lib_controllers if c.filepath.startswith(scipy_dir)]
+  # A BLAS shared with numpy (e.g. conda) is limited too: it is the one jaxlib calls.
+  (blas.select(filepath=own) if own else blas).limit(limits=1)
+
+
 def _gram_eigh(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Eigenpairs of the smaller Gram matrix, descending: `w [..., r, r]` (columns), `lam [..., r]`."""
+  _sequential_lapack()
   if x.shape[-2] >= x.shape[-1]:
     g = _einsum("...mi,...mj->...ij", x, x)  # M^T M [D, D]
   else:
