@@ -283,3 +283,12 @@ def test_from_config_picks_the_method_options():
   cfg.loss_scale = "bogus"
   with pytest.raises(ValueError, match="loss_scale"):
     distill.from_config(cfg)
+
+
+def test_dfv_layout_matches_the_definition():
+  rng = np.random.default_rng(5)
+  front, back = rng.standard_normal((2, 3, 2)), rng.standard_normal((2, 4, 2))
+  out = np.asarray(distill.dfv(jnp.asarray(front, jnp.float32), jnp.asarray(back, jnp.float32), 8.0))
+  expected = np.exp(-np.square(front[:, :, None, :] - back[:, None, :, :]) / 8.0)  # [B, D_l, D_l+1, k]
+  assert out.shape == (2, 3, 4, 2)
+  np.testing.assert_allclose(out, expected, rtol=1e-6)

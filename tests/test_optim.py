@@ -241,3 +241,21 @@ def test_main_and_dist_grads_equal_two_separate_grads_from_one_forward():
   np.testing.assert_allclose(aux["logits"], _model_loss(params, x, y, [])[1]["logits"], rtol=1e-6)
   combined = optim.combine_gradients(g_main, g_dist, 0)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(combined))
+
+
+
+def test_main_pullback_skips_the_distillation_only_backward():
+  # The distillation branch multiplies by inf, whose transpose turns a zero cotangent ARRAY into NaN: an array of
+  # zeros as the other loss's cotangent would poison the shared body's main gradient; a symbolic zero skips it.
+  params = {"body": jnp.array([1.0, -2.0]), "head": jnp.array([0.5, 3.0])}
+
+  def loss_fn(p, x):
+    h = jnp.tanh(p["body"] * x)
+    return (jnp.sum(p["head"] * h), jnp.sum(jnp.inf * h)), None
+
+  x = jnp.array([0.3, 0.7])
+  _, _, g_main, g_dist = jax.jit(functools.partial(optim.main_and_dist_grads, loss_fn))(params, x)
+  ref = jax.grad(lambda p: loss_fn(p, x)[0][0])(params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), g_main, ref)
+  assert not bool(jnp.all(jnp.isfinite(g_dist["body"])))  # the distillation pullback does run that branch
+  np.testing.assert_array_equal(g_dist["head"], 0.0)

@@ -1,6 +1,7 @@
 """Tests for svdkd_jax.svd: forward against NumPy, gradients against finite differences and NumPy formulas."""
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -325,3 +326,15 @@ def test_bad_arguments_raise():
     svd.align(np.zeros((2, 8, 3)), np.zeros((2, 6, 2)), np.ones((2, 2)))
   with pytest.raises(ValueError, match="teacher_s must have shape"):
     svd.align(np.zeros((2, 6, 3)), np.zeros((2, 6, 2)), np.ones((2, 3)))
+
+
+def test_lapack_blas_behind_eigh_is_single_threaded():
+  # jaxlib's CPU eigh calls SciPy's OpenBLAS; its own threads slowed the batched eigh 2x to 250x (svd.py docstring).
+  import scipy.linalg
+  import threadpoolctl
+
+  jax.block_until_ready(svd.truncated_svd(jnp.eye(30, 28) + 0.1, 2))
+  scipy_dir = os.path.dirname(os.path.dirname(scipy.linalg.__file__))
+  blas = threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
+  limited = [c for c in blas if c.filepath.startswith(scipy_dir)] or blas
+  assert limited and all(c.num_threads == 1 for c in limited), [(c.filepath, c.num_threads) for c in blas]
