@@ -7,21 +7,12 @@ Same recipe and variants as configs/cifar100_vgg.py (read its docstring), e.g.
   python -m svdkd_jax.main --config configs/cifar100_mobilenet.py:teacher --workdir runs/cifar100_mobilenet/teacher
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-
-def _load(name: str):
-  path = pathlib.Path(__file__).resolve().with_name(f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"svdkd_configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from svdkd_jax import config_files
 
 
-_vgg = _load("cifar100_vgg")
+_vgg = config_files.sibling("cifar100_vgg", __file__)
 VARIANTS, TABLE_VARIANTS, TABLE_SEEDS = _vgg.VARIANTS, _vgg.TABLE_VARIANTS, _vgg.TABLE_SEEDS
 
 

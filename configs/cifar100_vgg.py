@@ -27,10 +27,11 @@ experiment config reuses (`apply_variant`):
 No variant means `kd_svd`. Students need `--config.teacher.workdir=DIR` (a finished teacher run).
 """
 
-import importlib.util
 import pathlib
 
 import ml_collections
+
+from svdkd_jax import config_files
 
 VARIANTS = ("teacher", "student", "kd_svd", "kd_svd_exact", "kd_svd_sskd_code", "fsp", "soft_target",
             "fsp_2stage", "kd_svd_2stage")
@@ -51,15 +52,6 @@ _METHODS = {  # variant -> (distill.method, distill.svd_grad or None, distill.me
     "fsp_2stage": ("fsp", None, "2stage"),
     "kd_svd_2stage": ("kd_svd", "paper", "2stage"),
 }
-
-
-def load_sibling(name: str):
-  """Imports `configs/<name>.py` by path (configs/ is not a package)."""
-  path = pathlib.Path(__file__).resolve().with_name(f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"svdkd_configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def shared_data(name: str) -> str:
@@ -126,7 +118,7 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str | None, *, teacher
 
 def paper_recipe() -> ml_collections.ConfigDict:
   """configs/default.py with the paper's CIFAR-100 data and recipe spelled out (no network chosen yet)."""
-  config = load_sibling("default").get_config()
+  config = config_files.sibling("default", __file__).get_config()
   config.data.source = "tfds"
   config.data.name = "cifar100"
   config.data.train_split = "train"

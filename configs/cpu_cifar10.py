@@ -7,22 +7,13 @@ accuracy than on the original pickles).
   python experiments/run_table.py --config configs/cpu_cifar10.py --root runs
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-
-def _load(name: str):
-  path = pathlib.Path(__file__).resolve().with_name(f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"svdkd_configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from svdkd_jax import config_files
 
 
-_cpu = _load("cpu_tiny_imagenet")
-_vgg = _load("cifar100_vgg")
+_cpu = config_files.sibling("cpu_tiny_imagenet", __file__)
+_vgg = config_files.sibling("cifar100_vgg", __file__)
 VARIANTS, TABLE_VARIANTS, TABLE_SEEDS = _cpu.VARIANTS, _cpu.TABLE_VARIANTS, _cpu.TABLE_SEEDS
 
 

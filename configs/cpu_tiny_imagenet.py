@@ -20,10 +20,9 @@ boundaries follow) or the networks, e.g. `configs/cpu_tiny_imagenet.py:epochs=4`
   python experiments/run_table.py --config configs/cpu_tiny_imagenet.py --root runs
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
+
+from svdkd_jax import config_files
 
 WIDTH = 0.125
 EPOCHS = 8
@@ -31,15 +30,7 @@ TABLE_VARIANTS = ("student", "soft_target", "fsp", "kd_svd_sskd_code", "kd_svd",
 TABLE_SEEDS = (0, 1, 2)
 
 
-def _load(name: str):
-  path = pathlib.Path(__file__).resolve().with_name(f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"svdkd_configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-_vgg = _load("cifar100_vgg")
+_vgg = config_files.sibling("cifar100_vgg", __file__)
 VARIANTS = _vgg.VARIANTS
 
 

@@ -12,23 +12,14 @@ still joins through the KD-SVD clipping rule (combine.rule = "sskd"); mdistiller
 `--config.combine.rule=sum --config.distill.loss_scale=mean`.
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
+
+from svdkd_jax import config_files
 
 PAIRS = {"resnet32x4": "resnet8x4", "vgg13": "vgg8", "wrn_40_2": "wrn_16_2", "resnet56": "resnet20"}
 
 
-def _load(name: str):
-  path = pathlib.Path(__file__).resolve().with_name(f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"svdkd_configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-_vgg = _load("cifar100_vgg")
+_vgg = config_files.sibling("cifar100_vgg", __file__)
 VARIANTS = _vgg.VARIANTS
 TABLE_VARIANTS = ("student", "soft_target", "fsp", "kd_svd")
 TABLE_SEEDS = (0, 1, 2)

@@ -13,21 +13,12 @@ Variants as in configs/cifar100_vgg.py, e.g.
   python -m svdkd_jax.main --config configs/kdm_resnet.py:teacher --workdir runs/kdm/teacher
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-
-def _load(name: str):
-  path = pathlib.Path(__file__).resolve().with_name(f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"svdkd_configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from svdkd_jax import config_files
 
 
-_vgg = _load("cifar100_vgg")
+_vgg = config_files.sibling("cifar100_vgg", __file__)
 VARIANTS = _vgg.VARIANTS
 TABLE_VARIANTS = ("student", "soft_target", "fsp_2stage", "kd_svd")
 TABLE_SEEDS = (0, 1, 2, 3, 4)  # their table averages five trials

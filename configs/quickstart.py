@@ -13,17 +13,13 @@ end to end, not the paper's result.
 
 import ml_collections
 
+from svdkd_jax import config_files
+
 VARIANTS = ("teacher", "student", "kd_svd", "fsp", "soft_target")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  import importlib.util
-  import pathlib
-  path = pathlib.Path(__file__).resolve().with_name("default.py")
-  spec = importlib.util.spec_from_file_location("svdkd_configs_default", path)
-  default = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(default)
-  config = default.get_config()
+  config = config_files.sibling("default", __file__).get_config()
 
   variant = arg or "kd_svd"
   if variant not in VARIANTS:

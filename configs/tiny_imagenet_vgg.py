@@ -10,21 +10,12 @@ and pass `--config.data.path=DIR --config.data.num_classes=200`.
   python -m svdkd_jax.main --config configs/tiny_imagenet_vgg.py:teacher --workdir runs/tiny_imagenet/teacher
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-
-def _load(name: str):
-  path = pathlib.Path(__file__).resolve().with_name(f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"svdkd_configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from svdkd_jax import config_files
 
 
-_vgg = _load("cifar100_vgg")
+_vgg = config_files.sibling("cifar100_vgg", __file__)
 VARIANTS, TABLE_VARIANTS, TABLE_SEEDS = _vgg.VARIANTS, _vgg.TABLE_VARIANTS, _vgg.TABLE_SEEDS
 
 

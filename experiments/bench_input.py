@@ -22,7 +22,6 @@ from flax import nnx
 import grain
 import jax
 import ml_collections
-import numpy as np
 import optax
 
 from svdkd_jax import input_pipeline

@@ -52,15 +52,14 @@ def main(argv=None) -> dict:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={args.devices}").strip()
   # Imported after XLA_FLAGS is set.
-  import importlib.util
-  import pathlib
-
+  
   import flax
   from flax import nnx
   import jax
   import jax.numpy as jnp
   import numpy as np
 
+  from svdkd_jax import config_files
   from svdkd_jax import input_pipeline
   from svdkd_jax import parallel
   from svdkd_jax import train
@@ -69,10 +68,7 @@ def main(argv=None) -> dict:
   unknown = sorted(set(cases) - set(CASES))
   if unknown:
     raise SystemExit(f"unknown case(s) {unknown}; valid: {', '.join(CASES)}")
-  path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "cifar100_vgg.py"
-  spec = importlib.util.spec_from_file_location("bench_cifar100_vgg", path)
-  vgg_config = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(vgg_config)
+  vgg_config = config_files.load_module(config_files.CONFIG_DIR / "cifar100_vgg.py")
 
   mesh = parallel.create_mesh()
   parallel.check_batch_size(args.batch, mesh, "--batch")

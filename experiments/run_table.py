@@ -16,7 +16,6 @@ Exit status 1 if any run failed (the others still ran, except students of a fail
 import argparse
 import dataclasses
 import functools
-import importlib.util
 import json
 import os
 import pathlib
@@ -25,6 +24,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+
+from svdkd_jax import config_files
 
 SUMMARY_FILE = "summary.json"
 
@@ -42,12 +43,7 @@ class Run:
 
 def load_config_module(path: str):
   """Imports a config file by path (configs/ is not a package)."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"Config file {path!r} does not exist (give a path like configs/cpu_cifar10.py).")
-  spec = importlib.util.spec_from_file_location(f"svdkd_table_{pathlib.Path(path).stem}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.load_module(path)
 
 
 def plan(config_spec: str, root: str, *, variants: Sequence[str] = (), seeds: Sequence[int] = (),

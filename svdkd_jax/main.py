@@ -67,16 +67,12 @@ def main(argv):
 
 def _unknown_override(argv: list[str]) -> str | None:
   """Names the first `--config.KEY=...` that the config file does not define, with the valid keys at that level."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
+  from svdkd_jax import config_files  # pylint: disable=g-import-not-at-top
   paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
   paths += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
   if not paths:
     return None
-  path, _, variant = paths[0].partition(":")
-  spec = importlib.util.spec_from_file_location("svdkd_cli_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(variant) if variant else module.get_config()
+  config = config_files.get_config(paths[0])
   for arg in argv:
     if not arg.startswith("--config."):
       continue

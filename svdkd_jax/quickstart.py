@@ -7,11 +7,9 @@ Runs configs/quickstart.py's `:teacher`, `:student` and `:kd_svd` variants in WO
 rerunning the command after an interruption continues where it stopped. `--config.X=Y` overrides go to all three.
 """
 
-import importlib.util
 import json
 import logging as std_logging
 import os
-import pathlib
 import time
 
 from absl import app
@@ -19,7 +17,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "quickstart.py"
+from svdkd_jax import config_files
+
+CONFIG = config_files.CONFIG_DIR / "quickstart.py"
 RUNS = ("teacher", "student", "kd_svd")
 
 FLAGS = flags.FLAGS
@@ -31,10 +31,7 @@ config_flags.DEFINE_config_file("config", f"{CONFIG}:kd_svd", "Base config (over
 def _load(variant: str):
   if not CONFIG.exists():
     raise FileNotFoundError(f"{CONFIG} not found: run the quickstart from a clone of the repository.")
-  spec = importlib.util.spec_from_file_location("svdkd_configs_quickstart", CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_files.load_module(CONFIG).get_config(variant)
 
 
 def main(argv):

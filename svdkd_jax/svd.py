@@ -229,11 +229,9 @@ def _grad_exact(x, u, s, v, w, lam, du, ds, dv, inv_s, eps):
   if tall:  # G = M^T M = W lam W^T with v = W[:, :k]; u = M v / s.
     dbase = dv + _einsum("...mn,...mk->...nk", x, du) * inv_s[..., None, :]
     ds = ds - jnp.sum(du * u, axis=-2) * inv_s
-    base = v
   else:  # G = M M^T = W lam W^T with u = W[:, :k]; v = M^T u / s.
     dbase = du + _einsum("...mn,...nk->...mk", x, dv) * inv_s[..., None, :]
     ds = ds - jnp.sum(dv * v, axis=-2) * inv_s
-    base = u
   k = s.shape[-1]
   f = _inv_gap(lam, lam[..., :k], lam[..., 0], eps)  # [r, k], rows: all eigenpairs, cols: kept
   p = _einsum("...ri,...ik->...rk", w, f * _einsum("...ri,...rk->...ik", w, dbase))  # W (F o W^T dbase)

@@ -39,7 +39,6 @@ For experiments/bench_step.py (public, stable):
 from collections.abc import Callable
 import dataclasses
 import difflib
-import importlib.util
 import json
 import logging
 import os
@@ -56,6 +55,7 @@ import numpy as np
 import optax
 
 from svdkd_jax import checkpoint
+from svdkd_jax import config_files
 from svdkd_jax import distill
 from svdkd_jax import input_pipeline
 from svdkd_jax import metrics as metrics_lib
@@ -79,13 +79,8 @@ CONFIG_FILE = "config.json"
 
 def _default_config() -> ml_collections.ConfigDict | None:
   """configs/default.py of the source tree (the schema), or None when the package is installed without it."""
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.py")
-  if not os.path.exists(path):
-    return None
-  spec = importlib.util.spec_from_file_location("_svdkd_default_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  path = config_files.CONFIG_DIR / "default.py"
+  return config_files.load_module(path).get_config() if path.exists() else None
 
 
 def _check_keys(config, schema, prefix: str = "") -> None:

@@ -19,6 +19,7 @@ from ml_collections import config_flags
 import nbformat
 import pytest
 
+from svdkd_jax import config_files
 from svdkd_jax import models
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -42,10 +43,7 @@ PAIRS = {
 
 
 def load(path: pathlib.Path):
-  spec = importlib.util.spec_from_file_location(f"test_cfg_{path.stem}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.load_module(path)
 
 
 @functools.cache

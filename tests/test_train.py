@@ -4,19 +4,17 @@ A teacher is trained once per module; each distillation method then runs a few s
 and the compile count are checked here; multi-device runs are in tests/test_parallel.py.
 """
 
-import importlib.util
 import json
 import math
 import os
 import pathlib
 
-from flax import nnx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from svdkd_jax import checkpoint
+from svdkd_jax import config_files
 from svdkd_jax import metrics as metrics_lib
 from svdkd_jax import parallel
 from svdkd_jax import train
@@ -25,10 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_config(variant: str):
-  spec = importlib.util.spec_from_file_location("quickstart_config", ROOT / "configs" / "quickstart.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_files.load_module(ROOT / "configs" / "quickstart.py").get_config(variant)
 
 
 def tiny_config(variant: str = "teacher", **overrides):
