@@ -8,7 +8,6 @@ slices need nothing. Every process runs the same command with the same --workdir
 """
 
 import json
-import logging as std_logging
 import os
 import sys
 
@@ -28,13 +27,6 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. co
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietOrbax(std_logging.Filter):
-  """Drops orbax's per-save INFO chatter (dozens of lines per checkpoint); its warnings still show."""
-
-  def filter(self, record):
-    return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -43,11 +35,11 @@ def main(argv):
     os.environ["JAX_NUM_PROCESSES"] = str(FLAGS.num_processes or 1)
     os.environ["JAX_PROCESS_ID"] = str(FLAGS.process_id or 0)
   import jax  # After the flags: nothing may initialise the backend before jax.distributed.
+  from svdkd_jax import metrics
   from svdkd_jax import parallel
   from svdkd_jax import train
   parallel.maybe_initialize_distributed()
-  std_logging.getLogger().setLevel(std_logging.INFO)
-  logging.get_absl_handler().addFilter(_QuietOrbax())
+  metrics.configure_logging()
   logging.info("JAX %s, process %d of %d, local devices %s, %d devices in total", jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count())
   try:

@@ -21,6 +21,22 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 
 
+class _QuietOrbax(logging.Filter):
+  """Drops orbax's per-save INFO chatter (dozens of lines per checkpoint); its warnings still show."""
+
+  def filter(self, record):
+    return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+
+
+def configure_logging() -> None:
+  """INFO log lines from our code (progress, evals) on absl's handler, without orbax's per-save lines."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  logging.getLogger().setLevel(logging.INFO)
+  handler = absl_logging.get_absl_handler()
+  if not any(isinstance(f, _QuietOrbax) for f in handler.filters):
+    handler.addFilter(_QuietOrbax())
+
+
 def _plain(value: Any) -> Any:
   """Converts numpy/jax scalars to JSON numbers (non-finite as strings, which JSON cannot hold)."""
   if isinstance(value, (np.ndarray, np.generic, jax.Array)):

@@ -8,7 +8,6 @@ rerunning the command after an interruption continues where it stopped. `--confi
 """
 
 import json
-import logging as std_logging
 import os
 import time
 
@@ -37,8 +36,9 @@ def _load(variant: str):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from svdkd_jax import metrics  # pylint: disable=g-import-not-at-top
   from svdkd_jax import train  # pylint: disable=g-import-not-at-top
-  std_logging.getLogger().setLevel(std_logging.INFO)
+  metrics.configure_logging()
   overrides = config_flags.get_override_values(FLAGS["config"])  # --config.X=Y, parsed, for every run
   results, t0 = {}, time.time()
   for run in RUNS:
