@@ -13,19 +13,8 @@ from svdkd_jax import config_files
 
 
 _cpu = config_files.sibling("cpu_tiny_imagenet", __file__)
-_vgg = config_files.sibling("cifar100_vgg", __file__)
 VARIANTS, TABLE_VARIANTS, TABLE_SEEDS = _cpu.VARIANTS, _cpu.TABLE_VARIANTS, _cpu.TABLE_SEEDS
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg, options = _cpu.split_options(arg)  # `epochs=N`, `width=W` tokens as in cpu_tiny_imagenet.py
-  config = _cpu.cpu_recipe(**options)
-  config.data.source = "archive"
-  config.data.name = "cifar10_jpeg"
-  config.data.path = _vgg.shared_data("cifar10_jpeg")
-  config.data.train_split = "train"
-  config.data.eval_split = "test"
-  config.data.num_classes = 10
-  config.data.image_size = 32
-  return _vgg.apply_variant(config, arg, teacher="vgg_teacher", student="vgg_student",
-                            init_epochs=max(1, (2 * config.train.epochs) // 5))
+  return _cpu.archive_config(arg, name="cifar10_jpeg", eval_split="test", num_classes=10)

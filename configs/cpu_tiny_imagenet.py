@@ -61,16 +61,21 @@ def split_options(arg: str | None) -> tuple[str, dict]:
   return ",".join(rest), options
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+def archive_config(arg: str | None, *, name: str, eval_split: str, num_classes: int) -> ml_collections.ConfigDict:
+  """The CPU recipe for variant `arg` on the offline archive `../shared/data/<name>` at 32x32."""
   arg, options = split_options(arg)
   config = cpu_recipe(**options)
   config.data.source = "archive"
-  config.data.name = "tiny_imagenet_100"
-  config.data.path = _vgg.shared_data("tiny_imagenet_100")
+  config.data.name = name
+  config.data.path = _vgg.shared_data(name)
   config.data.train_split = "train"
-  config.data.eval_split = "val"
-  config.data.num_classes = 100
+  config.data.eval_split = eval_split
+  config.data.num_classes = num_classes
   config.data.image_size = 32
   # 2-stage at CPU scale: the KDM ratio (40 initialisation epochs for a 100-epoch schedule).
   return _vgg.apply_variant(config, arg, teacher="vgg_teacher", student="vgg_student",
                             init_epochs=max(1, (2 * config.train.epochs) // 5))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return archive_config(arg, name="tiny_imagenet_100", eval_split="val", num_classes=100)
