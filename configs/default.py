@@ -17,12 +17,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.name = "vgg_student"
   config.model.width = 1.0
+  config.model.dropout = 0.5  # rate on the hidden FC layers (paper VGGs only; the paper's 0.5)
 
   # Frozen teacher for distillation runs: restored from a teacher run's workdir (its best, else latest checkpoint)
   # or an explicit checkpoint path. Unused when distill.method == "none".
   config.teacher = ml_collections.ConfigDict()
   config.teacher.name = "vgg_teacher"
   config.teacher.width = 1.0
+  config.teacher.dropout = 0.5
   config.teacher.workdir = ""
   config.teacher.checkpoint = ""
 

@@ -184,20 +184,23 @@ def _split(module: nnx.Module) -> tuple[Any, Any, dict]:
   return train_def, eval_def, {"params": params, "rest": rest}
 
 
-def _create(name: str, num_classes: int, width: float, seed: int, image_size: int) -> nnx.Module:
+def _create(name: str, num_classes: int, width: float, seed: int, image_size: int,
+            dropout: float | None = None) -> nnx.Module:
   rngs = nnx.Rngs(params=seed, dropout=seed + 1)
-  if image_size and image_size != 32:  # The paper VGGs flatten their last map: they need the input size.
-    try:
-      return models.create(name, num_classes, rngs=rngs, width=width, input_size=image_size)
-    except ValueError as e:
-      if "does not take" not in str(e):
-        raise
-  return models.create(name, num_classes, rngs=rngs, width=width)
+  accepted = models.options(name)
+  # The paper VGGs flatten their last map (they need the input size) and are the only networks with dropout.
+  options = {"input_size": image_size or 32, "dropout": dropout}
+  options = {k: v for k, v in options.items() if k in accepted and v is not None}
+  return models.create(name, num_classes, rngs=rngs, width=width, **options)
 
 
-def build_network(name: str, width: float, num_classes: int, seed: int, *, mesh, image_size: int = 32) -> Network:
-  """Creates `models.create(name, ...)` and places its variables, replicated, on `mesh`."""
-  module = _create(name, num_classes, width, seed, image_size)
+def build_network(name: str, width: float, num_classes: int, seed: int, *, mesh, image_size: int = 32,
+                  dropout: float | None = None) -> Network:
+  """Creates `models.create(name, ...)` and places its variables, replicated, on `mesh`.
+
+  `dropout` (paper VGGs only; None = the network's default, the paper's 0.5) is the rate on the hidden FC layers.
+  """
+  module = _create(name, num_classes, width, seed, image_size, dropout)
   train_def, eval_def, variables = _split(module)
   return Network(name, train_def, eval_def, parallel.replicate(variables, mesh))
 
@@ -222,7 +225,7 @@ def restore_teacher(config: ml_collections.ConfigDict, num_classes: int, *, mesh
     raise ValueError(f"Teacher checkpoint {step_dir} was trained with {saved_classes} classes, this data has "
                      f"{num_classes}.")
   abstract_module = nnx.eval_shape(lambda: _create(config.teacher.name, num_classes, config.teacher.width, 0,
-                                                   image_size))
+                                                   image_size, config.teacher.dropout))
   train_def, eval_def, abstract_vars = _split(abstract_module)
   try:
     variables = checkpoint.restore_model(step_dir, _abstract(abstract_vars, mesh))
@@ -237,14 +240,14 @@ def restore_teacher(config: ml_collections.ConfigDict, num_classes: int, *, mesh
 def random_teacher(config: ml_collections.ConfigDict, num_classes: int, *, mesh, image_size: int = 32) -> Network:
   """An untrained teacher (for benchmarks and tests that need a teacher forward but no trained weights)."""
   return build_network(config.teacher.name, config.teacher.width, num_classes, config.seed + 100, mesh=mesh,
-                       image_size=image_size)
+                       image_size=image_size, dropout=config.teacher.dropout)
 
 
 def create_models(config: ml_collections.ConfigDict, num_classes: int, *, mesh,
                   image_size: int = 32) -> tuple[Network, Network | None]:
   """The student (config.model, seeded by config.seed) and, for distillation runs, the restored teacher."""
   student = build_network(config.model.name, config.model.width, num_classes, config.seed, mesh=mesh,
-                          image_size=image_size)
+                          image_size=image_size, dropout=config.model.dropout)
   teacher = None
   if config.distill.method != "none":
     teacher = restore_teacher(config, num_classes, mesh=mesh, image_size=image_size)

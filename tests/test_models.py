@@ -205,3 +205,10 @@ def test_errors():
     models.create("vgg_student", 10, rngs=nnx.Rngs(params=0), width=0.125)
   with pytest.raises(ValueError, match="unknown model"):
     models.paper_figures("nope")
+
+
+def test_options_lists_what_create_accepts():
+  assert {"input_size", "dropout"} <= set(models.options("vgg_teacher"))
+  assert "dropout" not in models.options("resnet20")
+  with pytest.raises(ValueError, match="does not take"):
+    models.create("resnet20", 10, rngs=nnx.Rngs(0), dropout=0.1)

@@ -229,3 +229,11 @@ def test_non_finite_loss_stops(tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
   params = final_params(str(tmp_path))  # Whatever was saved is finite.
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def test_config_dropout_reaches_the_paper_vggs_only():
+  """config.model.dropout / config.teacher.dropout set the paper VGGs' FC dropout; other networks ignore them."""
+  assert train._create("vgg_student", 10, 0.125, 0, 32, dropout=0.0).dropout.rate == 0.0
+  assert train._create("vgg_teacher", 10, 0.125, 0, 32, dropout=0.25).dropout.rate == 0.25
+  assert train._create("vgg_student", 10, 0.125, 0, 32).dropout.rate == 0.5  # the paper's default
+  assert not hasattr(train._create("resnet20", 10, 0.25, 0, 32, dropout=0.0), "dropout")

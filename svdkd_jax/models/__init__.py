@@ -102,12 +102,17 @@ def create(name: str, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0, *
     raise ValueError(f"num_classes must be a positive integer, got {num_classes}")
   if not width > 0:
     raise ValueError(f"width must be > 0, got {width}")
-  build = _BUILDERS[name]
-  options = [p for p in inspect.signature(build).parameters if p not in ("num_classes", "rngs", "width")]
-  unknown = sorted(set(kwargs) - set(options))
+  unknown = sorted(set(kwargs) - set(options(name)))
   if unknown:
-    raise ValueError(f"{name} does not take option(s) {unknown}; it accepts {options or 'none'}")
-  return build(int(num_classes), rngs=rngs, width=width, **kwargs)
+    raise ValueError(f"{name} does not take option(s) {unknown}; it accepts {list(options(name)) or 'none'}")
+  return _BUILDERS[name](int(num_classes), rngs=rngs, width=width, **kwargs)
 
 
-__all__ = ["PAIRS", "count_flops", "count_params", "create", "names", "paper_figures", "tap_shapes"]
+def options(name: str) -> tuple[str, ...]:
+  """The family options (keyword arguments of `create` beyond `width`) that network `name` accepts."""
+  _check_name(name)
+  params = inspect.signature(_BUILDERS[name]).parameters
+  return tuple(p for p in params if p not in ("num_classes", "rngs", "width"))
+
+
+__all__ = ["PAIRS", "count_flops", "count_params", "create", "names", "options", "paper_figures", "tap_shapes"]
