@@ -78,9 +78,12 @@ def read_summary(workdir: str) -> dict | None:
     return None
 
 
-def is_complete(workdir: str) -> bool:
+def is_complete(workdir: str, *, needs_checkpoint: bool = False) -> bool:
+  """`summary.json` says complete (and, for a teacher its students restore, its checkpoints are there too: a
+  teacher whose summary was committed without its checkpoints must be trained again)."""
   summary = read_summary(workdir)
-  return bool(summary and summary.get("complete"))
+  done = bool(summary and summary.get("complete"))
+  return done and (not needs_checkpoint or os.path.isdir(os.path.join(workdir, "checkpoints")))
 
 
 def accuracy(summary: dict, which: str) -> float | None:
@@ -127,13 +130,13 @@ def run_table(runs: Sequence[Run], *, overrides: Sequence[str] = (), dry_run: bo
   """Trains `runs` in order (teacher first), skipping complete ones; returns the runs that failed."""
   failed = []
   for run in runs:
-    if is_complete(run.workdir):
+    if is_complete(run.workdir, needs_checkpoint=not run.teacher_workdir):
       echo(_line(run, "skipped", read_summary(run.workdir)))
       continue
     if dry_run:
       echo(" ".join(main_command(run, overrides)))
       continue
-    if run.teacher_workdir and not is_complete(run.teacher_workdir):
+    if run.teacher_workdir and not is_complete(run.teacher_workdir, needs_checkpoint=True):
       echo(_line(run, "no-teach", None) + f"  (teacher {run.teacher_workdir} is not complete)")
       failed.append(run)
       continue

@@ -233,7 +233,7 @@ def fake_trainer(log, fail=()):
     log.append((run.variant, run.seed, run.workdir, run.teacher_workdir, tuple(overrides)))
     if run.variant in fail:
       return 1
-    os.makedirs(run.workdir, exist_ok=True)
+    os.makedirs(os.path.join(run.workdir, "checkpoints"), exist_ok=True)
     acc = 0.5 + 0.01 * run.seed
     with open(os.path.join(run.workdir, "summary.json"), "w") as f:
       json.dump({"complete": True, "best_eval_accuracy": acc, "last_eval_accuracy": acc - 0.01}, f)
@@ -268,6 +268,11 @@ def test_runner_trains_teacher_first_then_skips_what_is_complete(run_table, tmp_
   assert sum("skipped" in line for line in lines[-5:]) == 3
   summary = run_table.table_summary(runs)
   assert len(summary) == 3 and "2/2 runs" in summary[1] and "best 50.50 +- 0.71" in summary[1]
+  # A teacher whose summary is complete but whose checkpoints are gone (e.g. a fresh clone) is trained again.
+  os.rmdir(os.path.join(teacher_dir, "checkpoints"))
+  log.clear()
+  assert run_table.run_table(runs, runner=fake_trainer(log), echo=lines.append) == []
+  assert [x[0] for x in log] == ["teacher"]
 
 
 def test_runner_cli_dry_run_and_errors(run_table, tmp_path, capsys):
