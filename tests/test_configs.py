@@ -155,6 +155,13 @@ def test_cpu_configs_compress_the_schedule_and_point_at_shared_data():
     assert (c.distill.mechanism, c.distill.init_epochs) == ("2stage", 4)
     with pytest.raises(ValueError, match="epochs=<int>"):
       config_module(name).get_config("epochs=two")
+    # The table's one teacher trains longer than its students; `teacher_epochs=` only touches the teacher.
+    module = config_module(name)
+    c = module.get_config("teacher")
+    assert (c.train.epochs, c.model.name) == (module.TEACHER_EPOCHS, "vgg_teacher") and module.TEACHER_EPOCHS > e
+    assert tuple(c.optim.boundaries) == (module.TEACHER_EPOCHS // 2, 3 * module.TEACHER_EPOCHS // 4)
+    assert module.get_config("teacher,teacher_epochs=10,epochs=3").train.epochs == 10
+    assert module.get_config("student,teacher_epochs=10").train.epochs == e
 
 
 @functools.cache
@@ -244,12 +251,12 @@ def fake_trainer(log, fail=()):
 def test_runner_trains_teacher_first_then_skips_what_is_complete(run_table, tmp_path):
   spec = f"{CONFIGS / 'crd_benchmark.py'}:vgg13"
   runs = run_table.plan(spec, str(tmp_path), variants=["student", "kd_svd"], seeds=[0, 1])
-  assert [(r.variant, r.seed) for r in runs] == [("teacher", 0), ("student", 0), ("student", 1), ("kd_svd", 0),
+  assert [(r.variant, r.seed) for r in runs] == [("teacher", 0), ("student", 0), ("kd_svd", 0), ("student", 1),
                                                   ("kd_svd", 1)]
   teacher_dir = str(tmp_path / "crd_benchmark_vgg13" / "teacher" / "seed0")
   assert runs[0].workdir == teacher_dir and all(r.teacher_workdir == teacher_dir for r in runs[1:])
-  assert runs[3].workdir == str(tmp_path / "crd_benchmark_vgg13" / "kd_svd" / "seed0")
-  cmd = run_table.main_command(runs[3], ["train.epochs=2"])
+  assert runs[2].workdir == str(tmp_path / "crd_benchmark_vgg13" / "kd_svd" / "seed0")
+  cmd = run_table.main_command(runs[2], ["train.epochs=2"])
   assert cmd[1:3] == ["-m", "svdkd_jax.main"] and f"--config={spec.split(':')[0]}:vgg13,kd_svd" in cmd
   assert f"--config.teacher.workdir={teacher_dir}" in cmd and "--config.seed=0" in cmd
   assert "--config.train.epochs=2" in cmd
@@ -260,14 +267,15 @@ def test_runner_trains_teacher_first_then_skips_what_is_complete(run_table, tmp_
   assert failed == runs and len(log) == 1 and "not complete" in lines[-1]
   # Rerun: everything trains once, teacher first; an incomplete student (no summary) is rerun next time.
   log.clear()
-  assert run_table.run_table(runs, runner=fake_trainer(log, fail={"kd_svd"}), echo=lines.append) == runs[3:]
-  assert [x[0] for x in log] == ["teacher", "student", "student", "kd_svd", "kd_svd"]
+  assert run_table.run_table(runs, runner=fake_trainer(log, fail={"kd_svd"}), echo=lines.append) == runs[2::2]
+  assert [x[0] for x in log] == ["teacher", "student", "kd_svd", "student", "kd_svd"]
   log.clear()
   assert run_table.run_table(runs, runner=fake_trainer(log), echo=lines.append) == []
   assert [x[:2] for x in log] == [("kd_svd", 0), ("kd_svd", 1)]
   assert sum("skipped" in line for line in lines[-5:]) == 3
   summary = run_table.table_summary(runs)
   assert len(summary) == 3 and "2/2 runs" in summary[1] and "best 50.50 +- 0.71" in summary[1]
+  assert summary[1].split()[1] == "student" and summary[2].split()[1] == "kd_svd"
   # A teacher whose summary is complete but whose checkpoints are gone (e.g. a fresh clone) is trained again.
   os.rmdir(os.path.join(teacher_dir, "checkpoints"))
   log.clear()
