@@ -25,7 +25,7 @@ import ml_collections
 from svdkd_jax import config_files
 
 WIDTH = 0.125
-EPOCHS = 5  # students
+EPOCHS = 4  # students
 TEACHER_EPOCHS = 20  # the one teacher of a table: 8 epochs left it still climbing (experiments/results/cpu_probe.md)
 TABLE_VARIANTS = ("student", "soft_target", "fsp", "kd_svd_sskd_code", "kd_svd", "kd_svd_exact")
 TABLE_SEEDS = (0, 1, 2)

@@ -106,6 +106,11 @@ def restore(manager: ocp.CheckpointManager, step: int, *, model: Any, opt: Any,
   return out["model"], out["opt"], out["meta"]
 
 
+def _absolute(path: str) -> epath.Path:
+  """Local paths made absolute (orbax refuses relative ones); URLs such as gs://... as they are."""
+  return epath.Path(path if "://" in path else os.path.abspath(path))
+
+
 def find_teacher_step_dir(workdir: str = "", checkpoint: str = "") -> epath.Path:
   """The checkpoint directory a distillation run reads its teacher from.
 
@@ -113,7 +118,7 @@ def find_teacher_step_dir(workdir: str = "", checkpoint: str = "") -> epath.Path
   teacher run in `workdir`. Raises FileNotFoundError with the fix when nothing is there.
   """
   if checkpoint:
-    path = epath.Path(checkpoint)
+    path = _absolute(checkpoint)
     if not (path / "model").exists():
       raise FileNotFoundError(
           f"config.teacher.checkpoint={checkpoint!r} is not a checkpoint directory (expected {path / 'model'}). "
@@ -123,7 +128,7 @@ def find_teacher_step_dir(workdir: str = "", checkpoint: str = "") -> epath.Path
     raise ValueError(
         "A distillation run needs a teacher: set --config.teacher.workdir=DIR (a finished teacher run) or "
         "--config.teacher.checkpoint=DIR/checkpoints/<step>.")
-  ckpt_dir = epath.Path(workdir) / "checkpoints"
+  ckpt_dir = _absolute(workdir) / "checkpoints"
   if not ckpt_dir.exists():
     raise FileNotFoundError(
         f"No checkpoints in config.teacher.workdir={workdir!r} (looked for {ckpt_dir}). Train the teacher first: "

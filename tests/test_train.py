@@ -201,6 +201,16 @@ def test_missing_teacher(tmp_path):
     train.train_and_evaluate(tiny_config("kd_svd", teacher__checkpoint=str(tmp_path)), str(tmp_path / "c"))
 
 
+def test_teacher_workdir_may_be_relative(teacher_dir, monkeypatch):
+  """experiments/run_table.py passes the --root it was given, often relative; orbax needs absolute paths."""
+  monkeypatch.chdir(os.path.dirname(teacher_dir))
+  config = tiny_config("kd_svd", teacher__workdir=os.path.basename(teacher_dir))
+  step_dir = checkpoint.find_teacher_step_dir(os.path.basename(teacher_dir))
+  assert str(step_dir).startswith(os.sep) and step_dir.exists()
+  teacher = train.restore_teacher(config, 2, mesh=parallel.create_mesh())  # raised "should be absolute" before
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(teacher.variables["params"]))
+
+
 def test_mismatched_teacher(teacher_dir, tmp_path):
   with pytest.raises(ValueError, match="holds vgg_teacher \\(width 0.125\\).*width 0.25"):
     train.train_and_evaluate(tiny_config("kd_svd", teacher__workdir=teacher_dir, teacher__width=0.25), str(tmp_path))
