@@ -5,17 +5,20 @@ The paper's CIFAR-100 recipe (configs/cifar100_vgg.py) with the same schedule sh
 (100 classes x 500 images, CIFAR-100's shape of problem; eval = its 5,000 labelled val images). Reduced-scale runs
 on other data: never compare them to the paper's numbers as if they were the same experiment.
 
-Sizing (experiments/results/bench_step.txt): the table is teacher, then student / soft_target / fsp / kd_svd x 3
-svd_grad modes for 3 seeds (19 runs, 50,000 images per epoch each). WIDTH = 0.125 because at 0.25 one VGG tap
-(8x8x32) needs a batched 32x32 `eigh` that ran 5-10x slower than the whole student step on this CPU (KD-SVD step
-36 img/s against 236 for the student, jax 0.12.0.1), while at 0.125 every Gram matrix is at most 16x16 and the
-KD-SVD step costs about as much as FSP. Measured on the shared, loaded machine at width 0.125: student 704,
-teacher 346, FSP 335, KD-SVD 285-297 img/s; with the load factor seen at width 1 (about 3x) that is roughly 15
-minutes per epoch of the whole table on an idle 2-core CPU, so EPOCHS = 8 should take about 2-2.5 hours per table.
-Measure before trusting it: a table's first teacher epoch tells.
+Sizing: the table is one teacher, then student / soft_target / fsp / kd_svd x 3 svd_grad modes for 3 seeds (19
+runs, 50,000 images per epoch each). WIDTH = 0.125 because at 0.25 one VGG tap (8x8x32) needs a batched 32x32
+`eigh` that ran 5-10x slower than the whole student step on this CPU, while at 0.125 every Gram matrix is at most
+16x16 and the KD-SVD step costs about as much as FSP. Measured on an idle 2-core CPU at width 0.125 (2026-12-01,
+`python experiments/bench_step.py --width 0.125 --steps 10 --rounds 2`): student 2,082 img/s, student + teacher
+forward 1,372, FSP 1,071, KD-SVD 926-962, teacher 987; two training processes side by side each get a little under
+half of that. So one student epoch of the whole table is about 13 minutes of the machine, and the lengths were
+chosen to fit this table and configs/cpu_cifar10.py's into one 3-hour session: EPOCHS = 3 for the students and
+TEACHER_EPOCHS = 20 for the teacher (8 epochs left it at 9.4 % and still climbing on a held-out split,
+experiments/results/cpu_probe.md). experiments/results/cpu_table.md has the wall times measured.
 
-Variants as in configs/cifar100_vgg.py, plus `epochs=N` and `width=W` tokens that rescale the schedule (the
-boundaries follow) or the networks, e.g. `configs/cpu_tiny_imagenet.py:epochs=4` (the runner appends the variant).
+Variants as in configs/cifar100_vgg.py, plus `epochs=N` (students), `teacher_epochs=N` and `width=W` tokens that
+rescale the schedule (the boundaries follow) or the networks, e.g. `configs/cpu_tiny_imagenet.py:epochs=8`
+(the runner appends the variant).
 
   python experiments/run_table.py --config configs/cpu_tiny_imagenet.py --root runs
 """
@@ -25,7 +28,7 @@ import ml_collections
 from svdkd_jax import config_files
 
 WIDTH = 0.125
-EPOCHS = 4  # students
+EPOCHS = 3  # students
 TEACHER_EPOCHS = 20  # the one teacher of a table: 8 epochs left it still climbing (experiments/results/cpu_probe.md)
 TABLE_VARIANTS = ("student", "soft_target", "fsp", "kd_svd_sskd_code", "kd_svd", "kd_svd_exact")
 TABLE_SEEDS = (0, 1, 2)
