@@ -4,8 +4,8 @@ r"""Does KD-SVD training make the student's singular vectors match the teacher's
       [--out FILE.json]
 
 Each DIR is a run workdir (config.json, checkpoints/); its student (best, else latest checkpoint) is compared with
-the teacher of `--teacher`, else of its config.teacher.workdir. On `--batches` batches of 128 images of the split,
-read in order and normalised as at evaluation (no augmentation), both networks run in eval mode and give their taps
+the teacher of `--teacher`, else of its config.teacher.workdir. On `--batches` batches of 128 images of the split
+(a fixed random sample, permutation seed 0), normalised as at evaluation (no augmentation), both networks run in eval mode and give their taps
 `[B, H, W, D]`; per tap, each sample's map is reshaped to `M: [HW, D]` and decomposed (`svd.truncated_svd`):
   cos_top1       mean_b |cos(v_1^S, v_1^T)|, the top right singular vectors `[D]` of student and teacher;
   cos_aligned    mean_b |cos| between v_1^T and the student vector `svd.align` picks among the student's top k+1;
@@ -101,8 +101,9 @@ def probe_workdir(workdir: str, teacher_dir: str, *, batches: int, split: str) -
   fn = make_probe(student, teacher, k=k, beta=float(cfg.distill.get("beta", 8.0)), mean=ds.mean, std=ds.std)
   n = min(batches, len(source) // BATCH) or 1  # full batches only (one compilation); all of a tiny split
   rows, examples = [], 0
+  order = np.random.default_rng(0).permutation(len(source))  # a fixed random sample: the archives sort by class
   for i in range(n):
-    batch = source.gather(np.arange(i * BATCH, min((i + 1) * BATCH, len(source))))
+    batch = source.gather(np.sort(order[i * BATCH:(i + 1) * BATCH]))
     examples += len(batch["label"])
     rows.append(jax.device_get(fn(student.variables, teacher.variables, batch["image"], batch["label"])))
     print(f"  {workdir}: batch {i + 1}/{n}", file=sys.stderr)
