@@ -106,3 +106,20 @@ def test_cli_errors_are_one_line(report, tmp_path):
   (tmp_path / "empty" / "t").mkdir(parents=True)
   with pytest.raises(SystemExit):
     report.main(["--root", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+
+
+def test_readme_block_is_replaced_between_markers(report, table_root):
+  readme = table_root / "README.md"
+  readme.write_text(f"# x\n\nbefore\n{report.README_BEGIN}\nold table\n{report.README_END}\nafter\n")
+  assert report.main(["--root", str(table_root / "runs"), "--out", str(table_root / "o"), "--no_plots",
+                      "--readme", str(readme)]) == 0
+  text = readme.read_text()
+  assert "old table" not in text and text.startswith("# x\n\nbefore\n") and text.endswith("after\n")
+  assert "| KD-SVD, svd_grad=paper | 3 | 25.50 +- 0.50 | 26.50 +- 0.50 | +4.50 | 51.82 | 65.54 / 65.05 |" in text
+  # Running it again leaves one block.
+  report.main(["--root", str(table_root / "runs"), "--out", str(table_root / "o"), "--no_plots", "--readme", str(readme)])
+  assert readme.read_text() == text
+  (table_root / "plain.md").write_text("no markers")
+  with pytest.raises(SystemExit):
+    report.main(["--root", str(table_root / "runs"), "--out", str(table_root / "o"), "--no_plots",
+                 "--readme", str(table_root / "plain.md")])
