@@ -130,6 +130,26 @@ def format_table(results: list[dict]) -> str:
   return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head] + lines)
 
 
+def check_run(workdir: str, teacher: str = "", *, student_checkpoint: bool = True) -> str:
+  """The teacher workdir of run `workdir` (`teacher`, else its config.teacher.workdir), after checking that both
+  are run workdirs with a finished checkpoint (the run's own only with `student_checkpoint`); ValueError if not."""
+  if not os.path.isfile(os.path.join(workdir, train.CONFIG_FILE)):
+    raise ValueError(f"{workdir} is not a run workdir (no {train.CONFIG_FILE}).")
+  teacher_dir = teacher or _run_config(workdir)["teacher"].get("workdir", "")
+  if not teacher_dir:
+    raise ValueError(f"{workdir} names no teacher (config.teacher.workdir is empty, e.g. a teacher or student-alone "
+                     "run): pass --teacher DIR.")
+  if not os.path.isfile(os.path.join(teacher_dir, train.CONFIG_FILE)):
+    raise ValueError(f"teacher {teacher_dir} (of {workdir}) is not a run workdir (no {train.CONFIG_FILE}).")
+  for who, path in ([("run", workdir)] if student_checkpoint else []) + [("teacher", teacher_dir)]:
+    try:
+      checkpoint.find_teacher_step_dir(path)
+    except (ValueError, FileNotFoundError):
+      raise ValueError(f"{who} {path} has no finished checkpoint (nothing in "
+                       f"{os.path.join(path, 'checkpoints')}).") from None
+  return teacher_dir
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,19 +163,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.error(f"--batches={args.batches} must be >= 1")
   jobs = []
   for workdir in args.workdirs:  # Every error before any computation.
-    if not os.path.isfile(os.path.join(workdir, train.CONFIG_FILE)):
-      parser.error(f"{workdir} is not a run workdir (no {train.CONFIG_FILE}).")
-    teacher_dir = args.teacher or _run_config(workdir)["teacher"].get("workdir", "")
-    if not teacher_dir:
-      parser.error(f"{workdir} names no teacher (config.teacher.workdir is empty, e.g. a teacher or student-alone "
-                   "run): pass --teacher DIR.")
-    if not os.path.isfile(os.path.join(teacher_dir, train.CONFIG_FILE)):
-      parser.error(f"teacher {teacher_dir} (of {workdir}) is not a run workdir (no {train.CONFIG_FILE}).")
-    for who, path in (("run", workdir), ("teacher", teacher_dir)):
-      try:
-        checkpoint.find_teacher_step_dir(path)
-      except (ValueError, FileNotFoundError):
-        parser.error(f"{who} {path} has no finished checkpoint (nothing in {os.path.join(path, 'checkpoints')}).")
+    try:
+      teacher_dir = check_run(workdir, args.teacher)
+    except ValueError as e:
+      parser.error(str(e))
     jobs.append((workdir, teacher_dir))
   results = []
   for workdir, teacher_dir in jobs:

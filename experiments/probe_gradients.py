@@ -28,10 +28,8 @@ Run from the project root (relative paths in configs are read from the current d
 """
 
 import argparse
-import importlib.util
 import json
 import logging
-import os
 import sys
 from typing import Any
 
@@ -42,12 +40,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from svdkd_jax import checkpoint, distill, input_pipeline, optim, parallel, train
+from svdkd_jax import checkpoint, config_files, distill, input_pipeline, optim, parallel, train
 
-_spec = importlib.util.spec_from_file_location("probe_alignment", os.path.join(os.path.dirname(__file__),
-                                                                                "probe_alignment.py"))
-probe_alignment = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(probe_alignment)
+probe_alignment = config_files.sibling("probe_alignment", __file__)  # experiments/ is not a package
 
 BATCH = probe_alignment.BATCH
 MODES = ("exact", "paper", "sskd_code")
@@ -233,18 +228,10 @@ def main(argv: list[str] | None = None) -> dict:
   args = parser.parse_args(argv)
   if args.batches < 1 or min(args.etas) <= 0:
     parser.error(f"--batches={args.batches} must be >= 1 and --etas {args.etas} positive")
-  if not os.path.isfile(os.path.join(args.workdir, train.CONFIG_FILE)):
-    parser.error(f"{args.workdir} is not a run workdir (no {train.CONFIG_FILE}).")
-  teacher_dir = args.teacher or probe_alignment._run_config(args.workdir)["teacher"].get("workdir", "")
-  if not teacher_dir:
-    parser.error(f"{args.workdir} names no teacher (config.teacher.workdir is empty): pass --teacher DIR.")
-  if not os.path.isfile(os.path.join(teacher_dir, train.CONFIG_FILE)):
-    parser.error(f"teacher {teacher_dir} is not a run workdir (no {train.CONFIG_FILE}).")
-  for who, path in ([] if args.init else [("run", args.workdir)]) + [("teacher", teacher_dir)]:
-    try:
-      checkpoint.find_teacher_step_dir(path)
-    except (ValueError, FileNotFoundError):
-      parser.error(f"{who} {path} has no finished checkpoint (nothing in {os.path.join(path, 'checkpoints')}).")
+  try:
+    teacher_dir = probe_alignment.check_run(args.workdir, args.teacher, student_checkpoint=not args.init)
+  except ValueError as e:
+    parser.error(str(e))
   try:
     result = probe(args.workdir, teacher_dir, batches=args.batches, init=args.init, etas=tuple(args.etas))
   except (ValueError, FileNotFoundError) as e:

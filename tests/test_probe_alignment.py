@@ -5,7 +5,6 @@ run's; a KD-SVD run would add its step's compilation (~10 s on the shared 2 core
 The independent check: a network probed against itself has cos_top1 = 1 and zero KD-SVD losses.
 """
 
-import importlib.util
 import json
 import math
 import pathlib
@@ -20,10 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def probe():
-  spec = importlib.util.spec_from_file_location("probe_alignment", ROOT / "experiments" / "probe_alignment.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.load_module(ROOT / "experiments" / "probe_alignment.py")
 
 
 def _smoke(variant: str, **teacher):

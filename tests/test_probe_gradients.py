@@ -6,7 +6,6 @@ restores them exactly as a finished run's. Independent checks: the exact gradien
 direction of the KD-SVD loss for a small step, and its cosine with itself is 1.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -28,10 +27,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def probe():
-  spec = importlib.util.spec_from_file_location("probe_gradients", ROOT / "experiments" / "probe_gradients.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.load_module(ROOT / "experiments" / "probe_gradients.py")
 
 
 def _variables(config, num_classes: int, image_size: int, seed: int) -> dict:

@@ -1,20 +1,18 @@
 """experiments/report.py on synthetic table workdirs laid out as experiments/run_table.py and the trainer write them."""
 
-import importlib.util
 import json
 import pathlib
 
 import pytest
+
+from svdkd_jax import config_files
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def report():
-  spec = importlib.util.spec_from_file_location("report", ROOT / "experiments" / "report.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.load_module(ROOT / "experiments" / "report.py")
 
 
 # Last-epoch accuracies (fractions) per variant and seed; the best epoch is 1 point higher.
