@@ -87,6 +87,13 @@ def make_probe(student: train.Network, teacher: train.Network, *, k: int, beta: 
   return jax.jit(probe)
 
 
+def sample_indices(size: int, batches: int) -> list[np.ndarray]:
+  """Sorted indices of `batches` batches of a fixed random sample (seed 0) of a split of `size` examples: the
+  archives are sorted by class, so the first batches would hold one class."""
+  order = np.random.default_rng(0).permutation(size)
+  return [np.sort(order[i * BATCH:(i + 1) * BATCH]) for i in range(batches)]
+
+
 def probe_workdir(workdir: str, teacher_dir: str, *, batches: int, split: str) -> dict[str, Any]:
   """Means over `batches` batches of `make_probe`'s outputs for the student of `workdir` against `teacher_dir`."""
   config = _run_config(workdir)
@@ -101,9 +108,8 @@ def probe_workdir(workdir: str, teacher_dir: str, *, batches: int, split: str) -
   fn = make_probe(student, teacher, k=k, beta=float(cfg.distill.get("beta", 8.0)), mean=ds.mean, std=ds.std)
   n = min(batches, len(source) // BATCH) or 1  # full batches only (one compilation); all of a tiny split
   rows, examples = [], 0
-  order = np.random.default_rng(0).permutation(len(source))  # a fixed random sample: the archives sort by class
-  for i in range(n):
-    batch = source.gather(np.sort(order[i * BATCH:(i + 1) * BATCH]))
+  for i, indices in enumerate(sample_indices(len(source), n)):
+    batch = source.gather(indices)
     examples += len(batch["label"])
     rows.append(jax.device_get(fn(student.variables, teacher.variables, batch["image"], batch["label"])))
     print(f"  {workdir}: batch {i + 1}/{n}", file=sys.stderr)

@@ -137,8 +137,7 @@ def probe(workdir: str, teacher_dir: str, *, batches: int, init: bool, etas=ETAS
   params, rest, t_vars = student.variables["params"], student.variables["rest"], teacher.variables
   n = min(batches, len(ds.train) // BATCH) or 1
   # A fixed random sample (seed 0): archive splits are sorted by class, their first batch is one class.
-  order = np.random.default_rng(0).permutation(len(ds.train))
-  data = [ds.train.gather(np.sort(order[i * BATCH:(i + 1) * BATCH])) for i in range(n)]
+  data = [ds.train.gather(indices) for indices in probe_alignment.sample_indices(len(ds.train), n)]
   outs = []
   for i, batch in enumerate(data):
     outs.append(jax.device_get(grads_fn(params, rest, t_vars, batch["image"], batch["label"])))

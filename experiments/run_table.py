@@ -8,8 +8,9 @@ A table is a config file (optionally with base tokens after `:`, e.g. a CRD pair
 both default to the file's TABLE_VARIANTS / TABLE_SEEDS. Workdirs are `ROOT/<table>/<variant>/seed<N>` with
 <table> the file's stem plus its base tokens; the teacher is `ROOT/<table>/teacher/seed<T>` and every student gets
 `--config.teacher.workdir` pointing at it. Each run is one `python -m svdkd_jax.main` process (output appended to
-`WORKDIR/run.log`), seed by seed (every variant of the first seed, then of the next); a run whose `summary.json` says `complete` is skipped, an incomplete one resumes from its last
-checkpoint (the trainer does that for the same command). One line per run is printed, then mean +- std per variant.
+`WORKDIR/run.log`), seed by seed (every variant of the first seed, then of the next); a run whose `summary.json`
+says `complete` is skipped, an incomplete one resumes from its last checkpoint (the trainer does that for the same
+command). One line per run is printed, then mean +- std per variant.
 Exit status 1 if any run failed (the others still ran, except students of a failed teacher).
 """
 

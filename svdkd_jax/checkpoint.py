@@ -72,6 +72,11 @@ def _best_fn(metrics: dict) -> float:
   return float(metrics[BEST_METRIC])
 
 
+def _absolute(path: str) -> epath.Path:
+  """Local paths made absolute (orbax refuses relative ones); URLs such as gs://... as they are."""
+  return epath.Path(path if "://" in path else os.path.abspath(path))
+
+
 def create_manager(directory: str, *, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
   """A manager keeping the latest `keep` checkpoints and the best one by eval accuracy (asynchronous saves)."""
   if keep < 1:
@@ -84,7 +89,7 @@ def create_manager(directory: str, *, keep: int, read_only: bool = False) -> ocp
       best_fn=_best_fn, best_mode="max", preservation_policy=None if read_only else policy,
       create=not read_only, read_only=read_only, enable_async_checkpointing=not read_only,
       cleanup_tmp_directories=not read_only)  # A SIGKILL mid-save leaves a tmp directory: drop it on restart.
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  return ocp.CheckpointManager(_absolute(directory), options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, *, model: Any, opt: Any, meta: dict,
@@ -104,11 +109,6 @@ def restore(manager: ocp.CheckpointManager, step: int, *, model: Any, opt: Any,
     items["data"] = DataIteratorRestore(data_iterator)
   out = manager.restore(step, args=ocp.args.Composite(**items))
   return out["model"], out["opt"], out["meta"]
-
-
-def _absolute(path: str) -> epath.Path:
-  """Local paths made absolute (orbax refuses relative ones); URLs such as gs://... as they are."""
-  return epath.Path(path if "://" in path else os.path.abspath(path))
 
 
 def find_teacher_step_dir(workdir: str = "", checkpoint: str = "") -> epath.Path:
