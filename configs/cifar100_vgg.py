@@ -15,6 +15,7 @@ experiment config reuses (`apply_variant`):
   kd_svd            KD-SVD, svd_grad = "paper" (the poster's truncated gradient); 1-stage
   kd_svd_exact      KD-SVD, svd_grad = "exact"
   kd_svd_sskd_code  KD-SVD, svd_grad = "sskd_code" (what the released TF code computes, reference 3.2)
+  kd_svd_exact_mean KD-SVD, svd_grad = "exact", distill.loss_scale = "mean" (batch mean instead of the sum)
   fsp, soft_target  the baselines, 1-stage (main task + clipped distillation gradient, the released loop)
   fsp_2stage, kd_svd_2stage
                     2-stage (reference 6.4, 9): the distillation loss alone for `distill.init_epochs`, then the
@@ -34,7 +35,7 @@ import ml_collections
 from svdkd_jax import config_files
 
 VARIANTS = ("teacher", "student", "kd_svd", "kd_svd_exact", "kd_svd_sskd_code", "fsp", "soft_target",
-            "fsp_2stage", "kd_svd_2stage")
+            "fsp_2stage", "kd_svd_2stage", "kd_svd_exact_mean")
 MODIFIERS = ("smoke",)
 # What the table runner trains by default for this file (experiments/run_table.py).
 TABLE_VARIANTS = ("student", "soft_target", "fsp", "kd_svd_sskd_code", "kd_svd", "kd_svd_exact", "fsp_2stage",
@@ -51,6 +52,7 @@ _METHODS = {  # variant -> (distill.method, distill.svd_grad or None, distill.me
     "soft_target": ("soft_target", None, "1stage"),
     "fsp_2stage": ("fsp", None, "2stage"),
     "kd_svd_2stage": ("kd_svd", "paper", "2stage"),
+    "kd_svd_exact_mean": ("kd_svd", "exact", "1stage"),  # + distill.loss_scale = "mean"
 }
 
 
@@ -87,6 +89,7 @@ def smoke(config: ml_collections.ConfigDict) -> None:
   config.data.num_classes = 2
   config.data.class_subset = 2
   config.data.holdout = 0
+  config.data.train_per_class = config.data.labels_per_class = 0
   config.data.normalization = "dataset"
   config.model.width = config.teacher.width = 0.25
   config.distill.init_epochs = 1 if config.distill.mechanism == "2stage" else 0  # one epoch per stage
@@ -109,6 +112,8 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str | None, *, teacher
   config.distill.method = method
   if svd_grad is not None:
     config.distill.svd_grad = svd_grad
+  if variant == "kd_svd_exact_mean":
+    config.distill.loss_scale = "mean"  # the batch mean of the PyTorch reimplementations, not the released sum
   if mechanism == "2stage":
     two_stage(config, init_epochs)
   if is_smoke:

@@ -60,6 +60,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.image_size = 32  # images are resized to this (0 = keep)
   config.data.class_subset = 0  # 0 = all classes, n = the first n classes
   config.data.holdout = 0  # hold out this many training examples as the eval split (tuning without the test set)
+  # A fixed, seeded subset of the training split (0 = all); with it, `holdout` draws from the images outside it.
+  config.data.train_per_class = 0
+  # Label budget (0 = all): a fixed, seeded draw of this many labelled images per class; the other training images
+  # stay in every batch and distillation loss with label -1 and zero cross-entropy weight (the released code's 50 %).
+  config.data.labels_per_class = 0
   config.data.augment = "sskd"  # sskd (flip, rotate +-15 deg, pad 4 + crop) | flip_crop | none
   config.data.normalization = "dataset"  # dataset (per-channel stats of the train split) | sskd_bgr (authors')
   config.data.num_workers = 0  # grain worker processes (0 = in the main process)
@@ -83,4 +88,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.checkpoint_every_steps = 500
   config.train.keep_checkpoints = 3
   config.train.max_steps = 0  # > 0 stops early (tests, smoke runs)
+  # Cross-entropy with a label budget: "batch" = mean over every image of the batch, unlabelled ones counting as
+  # zero (the released code); "labelled" = mean over the labelled images of the batch. Equal with all labels.
+  config.train.ce_reduction = "batch"
   return config

@@ -4,8 +4,9 @@ r"""Trains a teacher, then every student of a table, in sequence; rerun the same
   python experiments/run_table.py --config configs/crd_benchmark.py:wrn_40_2 --variants kd_svd,fsp --seeds 0,1 \
       --root runs --set train.epochs=10
 
-A table is a config file (optionally with base tokens after `:`, e.g. a CRD pair), a list of variants and seeds;
-both default to the file's TABLE_VARIANTS / TABLE_SEEDS. Workdirs are `ROOT/<table>/<variant>/seed<N>` with
+A table is a config file (optionally with base tokens after `:`, e.g. a CRD pair or a label budget), a list of
+variants and seeds; both default to the file's TABLE_VARIANTS / TABLE_SEEDS, and a variant named in the file's
+SEEDS_PER_VARIANT runs only that many of the seeds (the first ones). Workdirs are `ROOT/<table>/<variant>/seed<N>` with
 <table> the file's stem plus its base tokens; the teacher is `ROOT/<table>/teacher/seed<T>` and every student gets
 `--config.teacher.workdir` pointing at it. Each run is one `python -m svdkd_jax.main` process (output appended to
 `WORKDIR/run.log`), seed by seed (every variant of the first seed, then of the next); a run whose `summary.json`
@@ -59,14 +60,17 @@ def plan(config_spec: str, root: str, *, variants: Sequence[str] = (), seeds: Se
   if "teacher" in variants:
     raise ValueError("Do not list `teacher` in --variants: the runner trains it first (seed --teacher_seed).")
   base_tokens = [t.strip() for t in base.split(",") if t.strip()]
-  table = table or "_".join([pathlib.Path(path).stem] + base_tokens)
+  table = table or "_".join([pathlib.Path(path).stem] + base_tokens).replace("=", "")
   arg = lambda v: ",".join(base_tokens + [v])
   for v in variants:  # Fail before training anything if a variant is unknown.
     module.get_config(arg(v))
   teacher_dir = os.path.join(root, table, "teacher", f"seed{teacher_seed}")
   runs = [Run(table, path, arg("teacher"), "teacher", teacher_seed, teacher_dir)]
-  for s in seeds:  # Seed-major: a table stopped part-way has every variant for its first seeds.
+  per_variant = getattr(module, "SEEDS_PER_VARIANT", {})  # variant -> how many of the seeds it runs
+  for i, s in enumerate(seeds):  # Seed-major: a table stopped part-way has every variant for its first seeds.
     for v in variants:
+      if i >= per_variant.get(v, len(seeds)):
+        continue
       runs.append(Run(table, path, arg(v), v, s, os.path.join(root, table, v, f"seed{s}"), teacher_dir))
   return runs
 

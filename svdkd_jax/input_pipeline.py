@@ -4,6 +4,7 @@
     it = ds.train_iterator()               # endless; it.get_state() is a JSON-able dict, it.set_state(state)
     batch = to_global(next(it), sharding)  # {"image": uint8 [B, H, W, 3], "label": int32 [B]} on the mesh
     x = preprocess(batch["image"], rng, train=True, mean=ds.mean, std=ds.std, augment="sskd")  # in the step
+    # With data.labels_per_class, training labels outside the budget are -1 (sources.UNLABELLED).
     for batch in ds.eval_batches(): ...    # every eval example once; "mask" marks the padding of the last batch
 
 Order: epoch `e` visits the training examples in grain's `index_shuffle` permutation seeded by `seed + e` (the one
@@ -31,6 +32,8 @@ preprocess = augment_lib.preprocess
 SOURCES = ("tfds", "archive", "digits")
 NORMALIZATIONS = ("dataset", "sskd_bgr")
 HOLDOUT_SEED = 0  # fixed: the held-out examples do not change with config.seed
+SUBSET_SEED = 0  # fixed: data.train_per_class draws the same subset for every run
+LABEL_SEED = 1  # fixed: data.labels_per_class keeps the same labels for every run
 
 
 def _epoch_indices(positions: np.ndarray, num_examples: int, seed: int, epoch: int) -> np.ndarray:
@@ -175,8 +178,18 @@ def create_datasets(data_config, *, global_batch_size: int, eval_batch_size: int
       raise ValueError(f"class_subset={data_config.class_subset} exceeds the dataset's {num_classes} classes")
     num_classes = data_config.class_subset
     train = sources.class_subset(train, num_classes)
+  rest = None
+  if data_config.get("train_per_class", 0):
+    # A fixed subset of the training split; a holdout then comes from the examples outside it, so held-out
+    # probes train on exactly the images (and labels) of the final runs.
+    kept = sources.per_class_draw(sources.source_labels(train), data_config.train_per_class, SUBSET_SEED)
+    rest = sources.subset(train, np.setdiff1d(np.arange(len(train)), kept))
+    train = sources.subset(train, kept)
   if data_config.get("holdout", 0):
-    train, eval_ = sources.holdout_split(train, data_config.holdout, HOLDOUT_SEED)
+    if rest is None:
+      train, eval_ = sources.holdout_split(train, data_config.holdout, HOLDOUT_SEED)
+    else:
+      _, eval_ = sources.holdout_split(rest, data_config.holdout, HOLDOUT_SEED)
   else:
     eval_, _ = _load_split(data_config, data_config.eval_split)
     if data_config.get("class_subset", 0):
@@ -200,9 +213,24 @@ def create_datasets(data_config, *, global_batch_size: int, eval_batch_size: int
   if data_config.get("augment", "sskd") not in augment_lib.AUGMENTS:
     raise ValueError(f"config.data.augment must be one of {augment_lib.AUGMENTS}, got {data_config.augment!r}")
 
+  if data_config.get("labels_per_class", 0):  # After the statistics, which use every training image.
+    train = label_budget(train, data_config.labels_per_class)
   return Datasets(train=train, eval=eval_, num_classes=num_classes, mean=mean, std=std,
                   global_batch_size=global_batch_size, eval_batch_size=eval_batch_size, seed=seed,
                   num_workers=data_config.get("num_workers", 0))
+
+
+def label_budget(train: sources.Source, labels_per_class: int) -> sources.Source:
+  """Keeps the labels of a fixed draw of `labels_per_class` images per class; the others become UNLABELLED (-1).
+
+  As in the authors' released CIFAR-100 conversion (which keeps the first 250 labels of each class): unlabelled
+  images stay in every batch and every distillation loss, with zero cross-entropy weight (see train.ce_reduction).
+  """
+  labels = sources.source_labels(train)
+  keep = sources.per_class_draw(labels, labels_per_class, LABEL_SEED)
+  logging.info("Label budget: %d of %d training images keep their label (%d per class).", len(keep), len(labels),
+               labels_per_class)
+  return sources.withhold_labels(train, keep)
 
 
 def to_global(batch: dict[str, np.ndarray], sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:

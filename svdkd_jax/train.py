@@ -66,6 +66,7 @@ from svdkd_jax import parallel
 PyTree = Any
 MECHANISMS = ("1stage", "2stage")
 STAGES = ("1stage", "init", "main")
+CE_REDUCTIONS = ("batch", "labelled")
 # Keys that steer a run without changing its result: they may differ when a run is resumed.
 RUN_CONTROL_KEYS = ("train.max_steps", "train.log_every_steps", "train.checkpoint_every_steps",
                     "train.keep_checkpoints", "data.num_workers", "data.data_dir", "data.cache_dir", "data.path",
@@ -113,6 +114,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.distill.mechanism={config.distill.mechanism!r}; valid: {', '.join(MECHANISMS)}.")
   if config.distill.mechanism == "2stage" and config.distill.method != "none" and config.distill.init_epochs < 1:
     raise ValueError("distill.mechanism='2stage' needs distill.init_epochs >= 1 (epochs of distillation alone).")
+  if config.train.ce_reduction not in CE_REDUCTIONS:
+    raise ValueError(f"config.train.ce_reduction={config.train.ce_reduction!r}; valid: {', '.join(CE_REDUCTIONS)}.")
+  per_class, labelled = config.data.train_per_class, config.data.labels_per_class
+  if per_class < 0 or labelled < 0 or (per_class and labelled > per_class):
+    raise ValueError(f"config.data.labels_per_class={labelled} must be >= 0 and at most data.train_per_class="
+                     f"{per_class} (0 = all).")
   if config.train.epochs < 1:
     raise ValueError(f"train.epochs={config.train.epochs} must be >= 1.")
   distill.from_config(config.distill)  # Raises on bad options (k, beta, svd_grad, ...).
@@ -143,6 +150,10 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: 
     with open(path) as f:
       old = json.load(f)
     a, b = _comparable(old), _comparable(new)
+    # A key added to the schema after the old run was written counts as its default there.
+    schema = _default_config()
+    defaults = _comparable(json.loads(schema.to_json_best_effort())) if schema is not None else {}
+    a = {**{k: v for k, v in defaults.items() if k in b and k not in a}, **a}
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if diff and not overwrite:
       shown = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:8])
@@ -293,7 +304,23 @@ def check_taps(config: ml_collections.ConfigDict, student: Network, teacher: Net
 
 
 def _accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  return jnp.mean(jnp.argmax(logits, -1) == labels)
+  """Accuracy over the labelled examples (label >= 0) of `logits` [B, C], `labels` [B]; 0 if there are none."""
+  labelled = labels >= 0
+  return jnp.sum((jnp.argmax(logits, -1) == labels) & labelled) / jnp.maximum(jnp.sum(labelled), 1)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, reduction: str = "batch") -> jax.Array:
+  """Softmax cross-entropy of `logits` [B, C] against `labels` [B], where label -1 marks an unlabelled example.
+
+  Unlabelled examples have weight zero. `reduction`: "batch" divides by B (the released code: its unlabelled images
+  have an all-zero one-hot target and still count in the batch mean), "labelled" by the number of labelled ones.
+  """
+  labelled = labels >= 0
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), jnp.maximum(labels, 0))
+  ce = jnp.where(labelled, ce, 0.0)
+  if reduction == "labelled":
+    return jnp.sum(ce) / jnp.maximum(jnp.sum(labelled), 1)
+  return jnp.mean(ce)
 
 
 def make_train_step(config: ml_collections.ConfigDict, student: Network, tx: optax.GradientTransformation, *,
@@ -324,7 +351,7 @@ def make_train_step(config: ml_collections.ConfigDict, student: Network, tx: opt
     rest = jax.tree.map(lambda x: x, rest)
     model = nnx.merge(student.train_def, params, rest)
     logits, taps = model(images)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
+    ce = cross_entropy(logits, labels, config.train.ce_reduction)
     main = ce + (optim.l2_penalty(params, wd) if wd else 0.0)
     if t_logits is None:
       dist, dist_aux = jnp.zeros((), jnp.float32), {}

@@ -83,6 +83,8 @@ def source_labels(source: Source) -> np.ndarray:
     return source_labels(source.parent)[source.indices]
   if isinstance(source, TfdsSource):
     return source.labels()
+  if isinstance(source, Relabelled):
+    return source.labels
   return np.array([source[i]["label"] for i in range(len(source))], np.int32)
 
 
@@ -370,3 +372,47 @@ def load_tfds(name: str, split: str, data_dir: str = "", image_size: int = 0, im
     raise ValueError(f"tfds dataset {name!r} has images of varying size {shape}: set config.data.image_size")
   num_classes = builder.info.features[label_key].num_classes
   return TfdsSource(data_source, image_size, image_key, label_key, labels), num_classes
+
+
+UNLABELLED = -1  # label of a training image whose label is withheld (a label budget); it still feeds distillation
+
+
+def per_class_draw(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+  """Sorted indices [C * per_class] of a seeded draw of `per_class` examples of every class in `labels` [N].
+
+  The draw depends on `seed` and the labels only (not on a run's seed), so every run of a table sees the same
+  examples. A class with fewer than `per_class` examples raises a ValueError naming it.
+  """
+  rng = np.random.default_rng(seed)
+  chosen = []
+  for c in np.unique(labels[labels >= 0]):
+    members = np.flatnonzero(labels == c)
+    if len(members) < per_class:
+      raise ValueError(f"Class {c} has {len(members)} training examples, fewer than the {per_class} asked for.")
+    chosen.append(rng.choice(members, per_class, replace=False))
+  return np.sort(np.concatenate(chosen))
+
+
+def withhold_labels(source: Source, keep: np.ndarray) -> Source:
+  """`source` with every label outside the indices `keep` replaced by UNLABELLED (images unchanged)."""
+  labels = np.full(len(source), UNLABELLED, np.int32)
+  labels[keep] = source_labels(source)[keep]
+  return Relabelled(source, labels)
+
+
+class Relabelled:
+  """The images of `parent` with the labels `labels` [N] (a label budget)."""
+
+  def __init__(self, parent: Source, labels: np.ndarray):
+    if len(labels) != len(parent):
+      raise ValueError(f"{len(labels)} labels for a source of {len(parent)} examples")
+    self.parent, self.labels = parent, np.asarray(labels, np.int32)
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def __getitem__(self, index: int) -> Example:
+    return {"image": self.parent[index]["image"], "label": self.labels[index]}
+
+  def gather(self, indices: np.ndarray) -> Example:
+    return {"image": self.parent.gather(indices)["image"], "label": self.labels[indices]}
