@@ -1,4 +1,4 @@
-"""CIFAR-100, VGG teacher -> VGG student: the paper's main row, with its recipe (kdsvd_reference.md 6.1, 7, 8.1).
+"""CIFAR-100, VGG teacher -> VGG student: the paper's main row, with its recipe (docs/method.md 7, 8, 10).
 
   python -m svdkd_jax.main --config configs/cifar100_vgg.py:teacher --workdir runs/vgg/teacher
   python -m svdkd_jax.main --config configs/cifar100_vgg.py:kd_svd --workdir runs/vgg/kd_svd \
@@ -14,11 +14,11 @@ experiment config reuses (`apply_variant`):
   student           the S-DNN (the student alone)
   kd_svd            KD-SVD, svd_grad = "paper" (the poster's truncated gradient); 1-stage
   kd_svd_exact      KD-SVD, svd_grad = "exact"
-  kd_svd_sskd_code  KD-SVD, svd_grad = "sskd_code" (what the released TF code computes, reference 3.2)
+  kd_svd_sskd_code  KD-SVD, svd_grad = "sskd_code" (what the released TF code computes, docs/svd_gradient.md 5)
   kd_svd_exact_mean KD-SVD, svd_grad = "exact", distill.loss_scale = "mean" (batch mean instead of the sum)
   fsp, soft_target  the baselines, 1-stage (main task + clipped distillation gradient, the released loop)
   fsp_2stage, kd_svd_2stage
-                    2-stage (reference 6.4, 9): the distillation loss alone for `distill.init_epochs`, then the
+                    2-stage (docs/method.md 6, 9): the distillation loss alone for `distill.init_epochs`, then the
                     main task alone with the unchanged recipe. The paper's table numbers are 2-stage; the authors
                     never released that schedule. We take FSP's precedent (the authors' KDM code initialises with 40
                     epochs of distillation-only training before a full main-task schedule): 40 epochs at the
@@ -131,7 +131,7 @@ def paper_recipe() -> ml_collections.ConfigDict:
   config.data.num_classes = 100
   config.data.image_size = 32
   config.data.augment = "sskd"
-  config.data.normalization = "sskd_bgr"  # the authors' statistics, BGR order on RGB images (reference 6.5)
+  config.data.normalization = "sskd_bgr"  # the authors' statistics, BGR order on RGB images (docs/method.md 7.2)
 
   config.optim.name = "sgd"
   config.optim.learning_rate = 1e-2

@@ -16,7 +16,7 @@ _cpu = config_files.sibling("cpu_tiny_imagenet", __file__)
 VARIANTS, TABLE_VARIANTS, TABLE_SEEDS = _cpu.VARIANTS, _cpu.TABLE_VARIANTS, _cpu.TABLE_SEEDS
 
 
-# Shorter than the main table so both fit one session of this 2-core machine (10 classes learn faster).
+# Shorter than the main table so both fit in three hours of a 2-core CPU (10 classes learn faster).
 EPOCHS = 3
 TEACHER_EPOCHS = 8
 

@@ -1,5 +1,5 @@
 """CIFAR-100, the CRD distillation benchmark pairs with the CRD recipe (Tian et al. 2020, RepDistiller; the recipe
-of mdistiller's configs/cifar100/kdsvd.yaml, reference 8.4), so results compare with published tables.
+of mdistiller's configs/cifar100/kdsvd.yaml, docs/method.md 7.3), so results compare with published tables.
 
 Pairs (teacher -> student): resnet32x4 -> resnet8x4 (the default), vgg13 -> vgg8, wrn_40_2 -> wrn_16_2,
 resnet56 -> resnet20. Select one with a token next to the variant:

@@ -1,4 +1,4 @@
-"""CIFAR-100, ResNet32 -> ResNet8 with the authors' 2019 recipe (KD_methods_with_TF; reference 6.8, 8.4).
+"""CIFAR-100, ResNet32 -> ResNet8 with the authors' 2019 recipe (KD_methods_with_TF; docs/method.md 7.3, 10).
 
 Their README reports (last / best accuracy, mean of five trials): student 71.76 / 71.92, teacher 78.96 / 79.08,
 soft-logits 71.79 / 72.08, FSP 72.65 / 72.91, KD-SVD 73.68 / 73.78.

@@ -1,5 +1,5 @@
 """Tiny-ImageNet, VGG teacher -> VGG student at 64x64: the paper's Tiny-ImageNet row (T 53.37, S 47.32, FSP 48.77,
-proposed 51.82; reference 8.2, which records no architecture or recipe for it).
+proposed 51.82; docs/method.md section 10: no architecture or recipe was published for it).
 
 Our reading: the CIFAR VGG pair run at the native 64x64 resolution (taps 32x32x64, 16x16x128, 8x8x256, 4x4x512; the
 flattened FC input grows 4x) with the paper's CIFAR recipe (configs/cifar100_vgg.py, whose variants apply here).

@@ -16,7 +16,7 @@ weights). Cases:
 Cases are timed round-robin (`--rounds` rounds of `--steps` steps after a compile + warm-up step) and each rate is the
 median over rounds, so load from other processes on a shared machine hits all cases alike. The last line is one
 JSON object: rates (images/s), each case's time per step relative to student+teacher and to two_pullbacks, and
-whether KD-SVD stays within 15% of student+teacher (the issue's target).
+whether KD-SVD stays within 15% of student+teacher (the project's target).
 """
 
 import argparse

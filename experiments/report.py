@@ -6,7 +6,7 @@ r"""Turns table workdirs (experiments/run_table.py) into the results: a Markdown
 Reads only what the trainer leaves in each `ROOT/<table>/<variant>/seed<N>/` (summary.json, metrics.jsonl,
 config.json, the runner's run.log), so the committed workdirs (no checkpoints) regenerate everything. Writes:
   OUT/PREFIX_table.md      per table: mean +- std over seeds of the last- and best-epoch eval accuracy, the paper's
-                           numbers beside them, the verdicts the issue asks for, distillation diagnostics (per-tap
+                           numbers beside them, the verdicts on KD-SVD vs S-DNN, distillation diagnostics (per-tap
                            loss, gradient norms before/after the clip), every run's command, seed and wall time
   OUT/PREFIX_table.json    {dataset: {method: {"seeds": [...], "last": [...], "best": [...]}}}, accuracies in %
   OUT/PREFIX_curves.png    eval accuracy by epoch, mean over seeds with a min-max band, one panel per table
@@ -37,7 +37,7 @@ METHODS = {
     "kd_svd_exact": "KD-SVD, svd_grad=exact",
 }
 KD_SVD = ("kd_svd_sskd_code", "kd_svd", "kd_svd_exact")
-# The paper's numbers (kdsvd_reference.md 6.4, 8.1, 8.2): full-scale networks and schedules, other data.
+# The paper's numbers (docs/method.md sections 6 and 10): full-scale networks and schedules, other data.
 PAPER = {
     "CIFAR-100 (VGG, 2-stage main table)": {"teacher": 64.44, "student": 61.37, "fsp": 64.54, "kd_svd": 65.05},
     "CIFAR-100 (VGG, 1-stage, poster)": {"fsp": 64.89, "kd_svd": 65.54},
@@ -153,7 +153,8 @@ def table_json(tables: dict[str, dict[str, list[RunResult]]]) -> dict:
 
 
 def verdicts(methods: dict) -> list[str]:
-  """The issue's questions, answered from one dataset's `table_json` entry (last-epoch accuracy)."""
+  """Does KD-SVD beat S-DNN, and which svd_grad mode is best: answered from one dataset's `table_json` entry
+  (last-epoch accuracy)."""
   lines = []
   stats = {v: _mean_std(m["last"]) for v, m in methods.items() if m["last"]}
   if "student" not in stats:

@@ -7,9 +7,9 @@ Taps are lists of feature maps `[B, H, W, D]` (student and teacher, same order),
 (float32 at least), `aux` a dict of scalar diagnostics (one entry per tap pair, or the KL term). The teacher never
 receives a gradient: its taps and logits are wrapped in `stop_gradient` here, whatever the caller did.
 
-Methods (see `/work/shared/spec/kdsvd_reference.md`):
+Methods (see docs/method.md):
   none         the student alone: loss 0.
-  kd_svd       Lee et al. 2018 (sections 4-5): truncated SVD per tap, alignment, DFV by RBF between consecutive taps.
+  kd_svd       Lee et al. 2018 (sections 2-4): truncated SVD per tap, alignment, DFV by RBF between consecutive taps.
   fsp          Yim et al. 2017 as the KD-SVD authors implemented it (section 9).
   soft_target  Hinton et al. 2015: KL between temperature-softened distributions, times T^2.
 """
@@ -75,7 +75,7 @@ def none() -> DistillFn:
 
 
 def dfv(front: Array, back: Array, beta: float) -> Array:
-  """Distilled feature vectors of one tap pair by RBF (reference section 5).
+  """Distilled feature vectors of one tap pair by RBF (docs/method.md section 4).
 
   Args:
     front: `[B, D_l, k]` aligned, weighted singular vectors of tap l.
@@ -99,7 +99,7 @@ def _dfv_k_major(front: Array, back: Array, beta: float) -> Array:
 
 
 def _aligned_features(student: Array, teacher: Array, k: int, svd_grad: str) -> tuple[Array, Array]:
-  """One tap: `[B, H, W, D]` x2 -> aligned, weighted right singular vectors `[B, D, k]` x2 (reference section 4)."""
+  """One tap: `[B, H, W, D]` x2 -> aligned, weighted right singular vectors `[B, D, k]` x2 (docs/method.md 3)."""
   b, h, w, d = student.shape
   _, th, tw, _ = teacher.shape
   _, _, student_v = svd.truncated_svd(student.reshape(b, h * w, d), k + 1, grad_mode=svd_grad)
@@ -108,7 +108,7 @@ def _aligned_features(student: Array, teacher: Array, k: int, svd_grad: str) -> 
 
 
 def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "paper", loss_scale: str = "sskd") -> DistillFn:
-  """KD-SVD (Lee, Kim, Song, ECCV 2018) as in the authors' released code (reference sections 4-5).
+  """KD-SVD (Lee, Kim, Song, ECCV 2018) as in the authors' released code (docs/method.md 2-4).
 
   Per tap l, each sample's map `M = reshape(F, [HW, D])` is decomposed: the student keeps k+1 right singular
   vectors as candidates, the teacher k; `svd.align` picks for each teacher vector the student candidate with the
@@ -185,7 +185,7 @@ def _max_pool_to(x: Array, h: int, w: int) -> Array:
 
 
 def fsp_matrix(top: Array, bottom: Array) -> Array:
-  """Flow-of-solution-procedure matrix of two taps (reference section 9).
+  """Flow-of-solution-procedure matrix of two taps (docs/method.md section 9).
 
   Args:
     top: `[B, H_t, W_t, D_t]` the earlier tap.
@@ -202,7 +202,7 @@ def fsp_matrix(top: Array, bottom: Array) -> Array:
 
 
 def fsp() -> DistillFn:
-  """FSP (Yim et al., CVPR 2017) as in SSKD `nets/FSP.py` (reference section 9).
+  """FSP (Yim et al., CVPR 2017) as in SSKD `nets/FSP.py` (docs/method.md section 9).
 
   `loss = sum_pairs mean_b( sum_{i,j} (G_S - stop_gradient(G_T))^2 / 2 ) / N` with `N = sum_pairs D_t * D_b`
   over consecutive tap pairs. Student and teacher need equal channel counts at every tap.

@@ -2,7 +2,7 @@
 
 A KD-SVD step needs two gradients of the student from one forward pass, the main task's and the distillation's
 (`main_and_dist_grads`), joined per parameter tensor with the distillation part clipped to a fraction of the main
-part's norm (`combine_gradients`, reference section 6.1), then fed to the optax chain (`create_optimizer`):
+part's norm (`combine_gradients`, docs/method.md section 5), then fed to the optax chain (`create_optimizer`):
 
   (losses, aux, g_main, g_dist) = optim.main_and_dist_grads(loss_fn, params, batch)
   grads = optim.combine_gradients(g_main, g_dist, epoch, rule=config.combine.rule, weight=config.combine.weight)
@@ -119,8 +119,8 @@ def combine_gradients(main_grads: PyTree, dist_grads: PyTree, epoch, *, rule: st
   """Joins the main-task and distillation gradients (two pytrees of the same structure).
 
   With `g_d = weight * dist_grads` and `s = sigmoid(epoch)` (epoch may be traced: no retrace per epoch):
-    "sskd" (the released code, reference 6.1), per tensor: `g_m + clip_by_norm(g_d, s * ||g_m||)`.
-    "poster" (reference 6.3), per tensor: `g_m + (s * ||g_m|| / ||g_d|| * g_d if ||g_d|| > ||g_m|| else g_d)`.
+    "sskd" (the released code, docs/method.md 5.1), per tensor: `g_m + clip_by_norm(g_d, s * ||g_m||)`.
+    "poster" (docs/method.md 5.2), per tensor: `g_m + (s * ||g_m|| / ||g_d|| * g_d if ||g_d|| > ||g_m|| else g_d)`.
     "sum": `g_m + g_d`.
     "global_norm": `g_m + clip_by_global_norm(g_d, s * global_norm(g_m))` over the whole pytree.
   `weight` scales the distillation gradient before any clipping (1.0 = the released code); under the clipping

@@ -4,7 +4,8 @@ One mesh axis, "data", over every device of every process. The batch is sharded 
 replicated, so `jax.jit` inserts the gradient all-reduce itself and BatchNorm statistics are computed over the global
 batch (the mean over a sharded axis is a global mean under jit). This is the supported successor of `jax.pmap`.
 
-The mesh uses `AxisType.Auto` on purpose: under `Explicit` axes, differentiating `jnp.linalg.svd` fails (design.md).
+The mesh uses `AxisType.Auto` on purpose: under `Explicit` axes, differentiating `jnp.linalg.svd` fails (seen
+while building this package; svd.py's custom VJP is not affected).
 """
 
 import os

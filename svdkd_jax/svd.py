@@ -13,7 +13,7 @@ Sign convention: the largest-magnitude entry of each `v_i` is positive (on an ex
 vector is left as computed) and `u_i` is flipped with it, so outputs are a deterministic function of `M` and the
 gradients below are those of the sign-fixed vectors.
 
-Backward (`jax.custom_vjp`, reference: kdsvd_reference.md section 3; design.md "The SVD and its gradient"):
+Backward (`jax.custom_vjp`; derivations and the evidence for "sskd_code" in docs/svd_gradient.md):
   "paper"     the poster's rearranged gradient on the k kept triplets, `K_ij = 1/(s_i^2 - s_j^2)`, `K_ii = 0`,
               `sym(A) = (A + A^T)/2`; branch HW <= D (as the poster writes it; the released code switches at
               HW < D): `U E^T - U (E^T V)_diag V^T - 2 U sym(K o (S V^T E)) S V^T`, `E = dV S^-1`;
@@ -91,7 +91,7 @@ def truncated_svd(
 def align(
     student_v: jax.Array, teacher_v: jax.Array, teacher_s: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-  """KD-SVD post-processing: match student vectors to teacher vectors (kdsvd_reference.md section 4).
+  """KD-SVD post-processing: match student vectors to teacher vectors (docs/method.md section 3).
 
   For each teacher vector the student candidate with the largest |cosine| is gathered (gradient flows through the
   gather; two teacher vectors may pick the same candidate), both are weighted by the teacher's `s_i / ||s||`

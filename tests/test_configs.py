@@ -1,7 +1,7 @@
 """Experiment configs, the table runner and the Colab notebook: everything loads, names what exists, and agrees.
 
-References are independent of the code under test: the recipes are the numbers of kdsvd_reference.md (6.1, 6.8,
-8.4), the key set is configs/default.py's, model names come from svdkd_jax.models.
+References are independent of the code under test: the recipes are the numbers of docs/method.md (7.1, 7.3), the
+key set is configs/default.py's, model names come from svdkd_jax.models.
 """
 
 import functools
@@ -112,7 +112,7 @@ def test_no_variant_is_kd_svd_and_bad_variants_say_what_is_valid():
 
 
 def test_recipes_match_the_reference():
-  # (epochs, batch, lr, boundaries, weight decay, nesterov) from kdsvd_reference.md 6.1 / 8.4 / 6.8.
+  # (epochs, batch, lr, boundaries, weight decay, nesterov) from docs/method.md 7.1 / 7.3.
   paper = (200, 128, 1e-2, (100, 150), 1e-4, True)
   expected = {"cifar100_vgg": paper, "cifar100_vgg_stride": paper, "cifar100_mobilenet": paper,
               "cifar100_resnext": paper, "tiny_imagenet_vgg": paper,

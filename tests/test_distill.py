@@ -1,4 +1,4 @@
-"""Tests for svdkd_jax.distill against independent float64 NumPy references (kdsvd_reference.md sections 4, 5, 9)."""
+"""Tests for svdkd_jax.distill against independent float64 NumPy references (docs/method.md sections 3, 4, 9)."""
 
 import functools
 
@@ -34,13 +34,13 @@ def _taps(seed, shapes=SHAPES):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# NumPy references, written from the reference text, not from distill.py.
+# NumPy references, written from docs/method.md, not from distill.py.
 
 
 def np_kd_svd(student_taps, teacher_taps, k, beta=8.0, loss_scale="sskd", sign_refs=None):
-  """KD-SVD loss (sections 4-5), per pair, in float64 with explicit loops.
+  """KD-SVD loss (docs/method.md sections 3-4), per pair, in float64 with explicit loops.
 
-  The loss depends on the sign convention of the student's SVD (section 4: the teacher is flipped to the student,
+  The loss depends on the sign convention of the student's SVD (section 3: the teacher is flipped to the student,
   and the DFV is not invariant to flipping one tap alone), so the student's vectors take the sign of `sign_refs[l]`
   (`[B, D, k+1]`, the implementation's vectors) when given; everything else is computed independently.
   """

@@ -185,7 +185,7 @@ def test_mobilenet_batch_stats_always_reproduces_the_code():
 def test_code_variants():
   student = models.count_params(_abstract("mobilenet_student", variant="code"))
   teacher = models.count_params(_abstract("mobilenet_teacher", variant="code"))
-  assert round(student / 1e6, 2) == 0.23 and round(teacher / 1e6, 2) == 0.59  # kdsvd_reference.md section 7
+  assert round(student / 1e6, 2) == 0.23 and round(teacher / 1e6, 2) == 0.59  # docs/method.md section 8
   assert round(models.count_params(_abstract("resnext_teacher", cardinality=8)) / 1e6, 2) == 1.28
 
 

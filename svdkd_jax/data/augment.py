@@ -1,6 +1,6 @@
 """Normalisation and the authors' training augmentation, jittable, meant to run inside the jitted step.
 
-SSKD `preprocessing/cifar100_preprocessing.py` (kdsvd_reference.md section 6.5), in this order and *after*
+SSKD `preprocessing/cifar100_preprocessing.py` (docs/method.md section 7.2), in this order and *after*
 normalisation: random horizontal flip; random rotation uniform in +-15 degrees (nearest neighbour, zeros outside,
 `tf.contrib.image.rotate`'s geometry); zero-pad 4 and random crop back to size. Zeros are in normalised space, as in
 their code. The three steps are composed into one coordinate map per example, so the whole augmentation is a single
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 AUGMENTS = ("sskd", "flip_crop", "none")
-# The authors' statistics: CIFAR-100 per-channel values in BGR order, applied to RGB images (section 6.5).
+# The authors' statistics: CIFAR-100 per-channel values in BGR order, applied to RGB images (docs/method.md 7.2).
 SSKD_BGR_MEAN = (112.4776, 124.1058, 129.3773)
 SSKD_BGR_STD = (70.4587, 65.4312, 68.2094)
 

@@ -20,7 +20,7 @@ from svdkd_jax.models import mobilenet, resnet, resnext, vgg, wrn
 from svdkd_jax.models.flops import count_flops, count_params, tap_shapes
 
 _BUILDERS: dict[str, Callable[..., nnx.Module]] = {
-    # The paper's pairs (SSKD code, kdsvd_reference.md section 7).
+    # The paper's pairs (SSKD code, docs/method.md section 8).
     "vgg_teacher": vgg.vgg_teacher,
     "vgg_student": vgg.vgg_student,
     "vgg_stride_student": vgg.vgg_stride_student,

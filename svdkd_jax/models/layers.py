@@ -8,7 +8,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
-# The authors' `variance_scaling_initializer()`: truncated normal, fan-in, scale 2 (kdsvd_reference.md 6.6).
+# The authors' `variance_scaling_initializer()`: truncated normal, fan-in, scale 2 (docs/method.md 7.1).
 KERNEL_INIT = nnx.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
 
 # PyTorch's `padding=1` for 3x3 convs (the CRD benchmark code); differs from "SAME" only for stride 2.
@@ -22,7 +22,7 @@ def channels(c: int, width: float) -> int:
 
 def conv(cin: int, cout: int, kernel: int = 3, stride: int = 1, *, rngs: nnx.Rngs, use_bias: bool = False,
          groups: int = 1, padding="SAME") -> nnx.Conv:
-  """A 2-D convolution on NHWC inputs with the reference initialiser (zero bias when `use_bias`)."""
+  """A 2-D convolution on NHWC inputs with the authors' initialiser (zero bias when `use_bias`)."""
   return nnx.Conv(cin, cout, (kernel, kernel), strides=stride, padding=padding, use_bias=use_bias,
                   feature_group_count=groups, kernel_init=KERNEL_INIT, rngs=rngs)
 

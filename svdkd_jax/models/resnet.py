@@ -1,6 +1,6 @@
 """CIFAR ResNets with basic blocks: the CRD benchmark's resnet20 / resnet56 / resnet8x4 / resnet32x4 (RepDistiller
-`models/resnet.py`) and the authors' 2019 pair resnet32 / resnet8 (KD_methods_with_TF `nets/ResNet.py`, reference 7
-"KDM ResNet").
+`models/resnet.py`) and the authors' 2019 pair resnet32 / resnet8 (KD_methods_with_TF `nets/ResNet.py`, docs/method.md
+section 8).
 
 Stem conv 3x3 (no bias) + BN + ReLU; three stages of basic blocks (conv 3x3 - BN - ReLU - conv 3x3 - BN, plus a
 1x1 conv + BN projection when the shape changes, ReLU after the sum), strides 1/2/2; global average pool; FC.

@@ -1,7 +1,7 @@
 """VGG networks: the paper's teacher/student (SSKD `nets/VGG_teacher.py`, `nets/VGG.py`), the paper's VGG_stride
 student (no released code), and the CRD benchmark's vgg8 / vgg13 (BatchNorm).
 
-Paper VGG (kdsvd_reference.md section 7): conv 3x3 stride 1 "SAME" + bias + ReLU, no BatchNorm, 2x2/2 max-pool after
+Paper VGG (docs/method.md section 8): conv 3x3 stride 1 "SAME" + bias + ReLU, no BatchNorm, 2x2/2 max-pool after
 each of 4 blocks; flatten ((input/16)^2 * 512 = 2048 at 32x32) -> FC 1024 + ReLU + dropout 0.5 (x2 teacher, x1
 student) -> FC classes. Teacher blocks 64,64 / 128,128 / 256x3 / 512x3, student 64 / 128 / 256 / 512. Taps: the
 pooled output of each block, [B,16,16,64], [B,8,8,128], [B,4,4,256], [B,2,2,512] at 32x32. At 32x32, batch 1: teacher
