@@ -13,7 +13,7 @@ subset), never on the test split: experiments/results/regime_probe.md.
 Tokens (comma-separated, after `:`), on top of the variants of configs/cifar100_vgg.py:
   labels=N           label budget (data.labels_per_class); absent = every image of the subset is labelled
   holdout            evaluate on 5,000 held-out training images outside the subset instead of the test split
-  epochs=N, teacher_epochs=N, width=W, dropout=R, per_class=N   override the constants below (probes)
+  epochs=N, teacher_epochs=N, width=W, dropout=R, per_class=N, lr=X   override the constants below (probes)
 
   python experiments/run_table.py --config configs/regime_cifar10.py --root runs
   python experiments/run_table.py --config configs/regime_cifar10.py:labels=250 --root runs
@@ -29,6 +29,7 @@ VARIANTS = _vgg.VARIANTS
 
 WIDTH = 0.125
 DROPOUT = 0.5  # the paper VGGs' rate on their hidden FC layers
+LEARNING_RATE = 1e-2  # the paper's
 TRAIN_PER_CLASS = 1000  # 10,000 training images
 HOLDOUT = 5000
 EPOCHS = 40
@@ -40,7 +41,7 @@ TABLE_SEEDS = (0, 1, 2, 3, 4)
 SEEDS_PER_VARIANT = {"soft_target": 3, "fsp": 3, "kd_svd_sskd_code": 3, "kd_svd": 3}
 
 _INT_TOKENS = ("labels", "epochs", "teacher_epochs", "per_class")
-_FLOAT_TOKENS = ("width", "dropout")
+_FLOAT_TOKENS = ("width", "dropout", "lr")
 
 
 def _split(arg: str | None) -> tuple[str, dict]:
@@ -65,6 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   epochs = values.get("teacher_epochs", TEACHER_EPOCHS) if variant == "teacher" else values.get("epochs", EPOCHS)
   config = _cpu.cpu_recipe(epochs=epochs, width=values.get("width", WIDTH))
   config.model.dropout = config.teacher.dropout = values.get("dropout", DROPOUT)
+  config.optim.learning_rate = values.get("lr", LEARNING_RATE)
   config.data.source = "archive"
   config.data.name = "cifar10_jpeg"
   config.data.path = _vgg.shared_data("cifar10_jpeg")
