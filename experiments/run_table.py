@@ -100,19 +100,32 @@ def accuracy(summary: dict, which: str) -> float | None:
   return None
 
 
-def main_command(run: Run, overrides: Sequence[str] = ()) -> list[str]:
-  """The `python -m svdkd_jax.main` command line of one run."""
+def last_checkpoint(workdir: str) -> str:
+  """WORKDIR/checkpoints/<step> of a complete run's last step (the trainer saves at the last step)."""
+  summary = read_summary(workdir) or {}
+  return os.path.join(os.path.abspath(workdir), "checkpoints", str(summary.get("step")))
+
+
+def main_command(run: Run, overrides: Sequence[str] = (), *, teacher_checkpoint: str = "best") -> list[str]:
+  """The `python -m svdkd_jax.main` command line of one run.
+
+  `teacher_checkpoint`: "best" lets the trainer take the teacher's best-eval checkpoint; "last" pins its last one,
+  so that no choice is made on the eval split (the test split, in a final table).
+  """
   cmd = [sys.executable, "-m", "svdkd_jax.main", f"--config={run.config_path}:{run.arg}",
          f"--workdir={run.workdir}", f"--config.seed={run.seed}"]
   if run.teacher_workdir:
     cmd.append(f"--config.teacher.workdir={run.teacher_workdir}")
+    if teacher_checkpoint == "last":
+      cmd.append(f"--config.teacher.checkpoint={last_checkpoint(run.teacher_workdir)}")
   return cmd + [f"--config.{o}" for o in overrides]
 
 
-def subprocess_runner(run: Run, overrides: Sequence[str], *, verbose: bool = False) -> int:
+def subprocess_runner(run: Run, overrides: Sequence[str], *, verbose: bool = False,
+                      teacher_checkpoint: str = "best") -> int:
   """Runs one training process; its output goes to WORKDIR/run.log (and to the terminal with verbose)."""
   os.makedirs(run.workdir, exist_ok=True)
-  cmd = main_command(run, overrides)
+  cmd = main_command(run, overrides, teacher_checkpoint=teacher_checkpoint)
   if verbose:
     return subprocess.call(cmd)
   with open(os.path.join(run.workdir, "run.log"), "a") as log:
@@ -185,6 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--table", default="", help="table name (default: the config file's stem + base tokens)")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="config override for every run, e.g. --set train.epochs=2 (becomes --config.KEY=VALUE)")
+  parser.add_argument("--teacher_checkpoint", choices=("best", "last"), default="best",
+                      help="the teacher checkpoint students read: its best eval epoch, or its last (no choice made "
+                           "on the eval split)")
   parser.add_argument("--dry_run", action="store_true", help="print the commands of the runs still to do")
   parser.add_argument("--verbose", action="store_true", help="show the trainer's output instead of logging it")
   args = parser.parse_args(argv)
@@ -205,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       runs += plan(spec, args.root, variants=variants, seeds=seeds, teacher_seed=args.teacher_seed, table=args.table)
   except (ValueError, FileNotFoundError) as e:
     parser.error(str(e))
-  runner = lambda run, overrides: subprocess_runner(run, overrides, verbose=args.verbose)
+  runner = lambda run, overrides: subprocess_runner(run, overrides, verbose=args.verbose,
+                                                    teacher_checkpoint=args.teacher_checkpoint)
   failed = run_table(runs, overrides=args.set, dry_run=args.dry_run, runner=runner)
   if not args.dry_run:
     print("\n".join(table_summary(runs)), flush=True)

@@ -1,0 +1,47 @@
+"""configs/regime_cifar10.py and its table: tokens, the label budget, seeds per row, the teacher's last checkpoint."""
+
+import json
+import os
+import pathlib
+
+from svdkd_jax import config_files
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "regime_cifar10.py"
+
+
+def test_tokens_set_the_budget_holdout_and_schedule():
+  module = config_files.load_module(CONFIG)
+  config = module.get_config("labels=250,holdout,kd_svd_exact_mean")
+  assert (config.data.train_per_class, config.data.labels_per_class, config.data.holdout) == (1000, 250, 5000)
+  assert (config.distill.method, config.distill.svd_grad, config.distill.loss_scale) == ("kd_svd", "exact", "mean")
+  assert config.train.epochs == module.EPOCHS and config.optim.boundaries == (module.EPOCHS // 2,
+                                                                             3 * module.EPOCHS // 4)
+  teacher = module.get_config("teacher")
+  assert teacher.model.name == "vgg_teacher" and teacher.train.epochs == module.TEACHER_EPOCHS
+  assert teacher.data.labels_per_class == 0 and teacher.data.holdout == 0 and teacher.data.eval_split == "test"
+  probe = module.get_config("epochs=8,lr=0.03,dropout=0,width=0.25,student")
+  assert (probe.train.epochs, probe.optim.learning_rate, probe.model.dropout, probe.model.width) == (8, 0.03, 0.0,
+                                                                                                     0.25)
+
+
+def test_table_plan_seeds_per_row_and_last_teacher_checkpoint(tmp_path):
+  run_table = config_files.load_module(ROOT / "experiments" / "run_table.py")
+  module = config_files.load_module(CONFIG)
+  runs = run_table.plan(f"{CONFIG}:labels=250", str(tmp_path))
+  counts = {}
+  for r in runs:
+    counts[r.variant] = counts.get(r.variant, 0) + 1
+  want = {v: module.SEEDS_PER_VARIANT.get(v, len(module.TABLE_SEEDS)) for v in module.TABLE_VARIANTS}
+  assert counts == {"teacher": 1, **want} and counts["student"] == counts["kd_svd_exact"] == 5
+  assert runs[1].workdir == str(tmp_path / "regime_cifar10_labels250" / "student" / "seed0")
+  # Seed-major order: all rows of seed 0 before any of seed 1.
+  seeds = [r.seed for r in runs[1:]]
+  assert seeds == sorted(seeds)
+  teacher_dir = runs[0].workdir
+  os.makedirs(teacher_dir)
+  with open(os.path.join(teacher_dir, "summary.json"), "w") as f:
+    json.dump({"complete": True, "step": 3120}, f)
+  cmd = run_table.main_command(runs[2], teacher_checkpoint="last")
+  assert f"--config.teacher.checkpoint={os.path.join(teacher_dir, 'checkpoints', '3120')}" in cmd
+  assert not any(c.startswith("--config.teacher.checkpoint") for c in run_table.main_command(runs[2]))
