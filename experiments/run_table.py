@@ -6,7 +6,7 @@ r"""Trains a teacher, then every student of a table, in sequence; rerun the same
 
 A table is a config file (optionally with base tokens after `:`, e.g. a CRD pair or a label budget), a list of
 variants and seeds; both default to the file's TABLE_VARIANTS / TABLE_SEEDS, and a variant named in the file's
-SEEDS_PER_VARIANT runs only that many of the seeds (the first ones). Workdirs are `ROOT/<table>/<variant>/seed<N>` with
+SEEDS_PER_VARIANT runs only on that many of the file's TABLE_SEEDS (the first ones). Workdirs are `ROOT/<table>/<variant>/seed<N>` with
 <table> the file's stem plus its base tokens; the teacher is `ROOT/<table>/teacher/seed<T>` and every student gets
 `--config.teacher.workdir` pointing at it. Each run is one `python -m svdkd_jax.main` process (output appended to
 `WORKDIR/run.log`), seed by seed (every variant of the first seed, then of the next); a run whose `summary.json`
@@ -66,10 +66,12 @@ def plan(config_spec: str, root: str, *, variants: Sequence[str] = (), seeds: Se
     module.get_config(arg(v))
   teacher_dir = os.path.join(root, table, "teacher", f"seed{teacher_seed}")
   runs = [Run(table, path, arg("teacher"), "teacher", teacher_seed, teacher_dir)]
-  per_variant = getattr(module, "SEEDS_PER_VARIANT", {})  # variant -> how many of the seeds it runs
-  for i, s in enumerate(seeds):  # Seed-major: a table stopped part-way has every variant for its first seeds.
+  # variant -> how many of the file's TABLE_SEEDS it runs (the first ones), whatever --seeds asks for.
+  per_variant = getattr(module, "SEEDS_PER_VARIANT", {})
+  file_seeds = list(getattr(module, "TABLE_SEEDS", (0,)))
+  for s in seeds:  # Seed-major: a table stopped part-way has every variant for its first seeds.
     for v in variants:
-      if i >= per_variant.get(v, len(seeds)):
+      if v in per_variant and s not in file_seeds[:per_variant[v]]:
         continue
       runs.append(Run(table, path, arg(v), v, s, os.path.join(root, table, v, f"seed{s}"), teacher_dir))
   return runs
@@ -103,7 +105,7 @@ def accuracy(summary: dict, which: str) -> float | None:
 def last_checkpoint(workdir: str) -> str:
   """WORKDIR/checkpoints/<step> of a complete run's last step (the trainer saves at the last step)."""
   summary = read_summary(workdir) or {}
-  return os.path.join(os.path.abspath(workdir), "checkpoints", str(summary.get("step")))
+  return os.path.join(workdir, "checkpoints", str(summary.get("step")))
 
 
 def main_command(run: Run, overrides: Sequence[str] = (), *, teacher_checkpoint: str = "best") -> list[str]:

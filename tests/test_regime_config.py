@@ -35,6 +35,9 @@ def test_table_plan_seeds_per_row_and_last_teacher_checkpoint(tmp_path):
   want = {v: module.SEEDS_PER_VARIANT.get(v, len(module.TABLE_SEEDS)) for v in module.TABLE_VARIANTS}
   assert counts == {"teacher": 1, **want} and counts["student"] == counts["kd_svd_exact"] == 5
   assert runs[1].workdir == str(tmp_path / "regime_cifar10_labels250" / "student" / "seed0")
+  # A capped row runs on the file's first seeds only, whatever --seeds asks for.
+  late = run_table.plan(f"{CONFIG}:labels=250", str(tmp_path), seeds=[3, 4])
+  assert {r.variant for r in late[1:]} == {v for v in module.TABLE_VARIANTS if v not in module.SEEDS_PER_VARIANT}
   # Seed-major order: all rows of seed 0 before any of seed 1.
   seeds = [r.seed for r in runs[1:]]
   assert seeds == sorted(seeds)
