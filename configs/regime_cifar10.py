@@ -1,22 +1,25 @@
 """The regime of the published KD-SVD gains at CPU scale: converged students, the released code's label budget.
 
 CIFAR-10 (the offline JPEG copy), a fixed subset of TRAIN_PER_CLASS images per class (seeded, the same for every
-run), the paper's VGG pair at WIDTH with dropout on the FC layers as in the paper, and the paper's schedule shape
-(Nesterov 0.9, lr 1e-2, x0.1 at 1/2 and 3/4 of the run, batch 128, L2 1e-4, the authors' augmentation) over EPOCHS
-epochs for the students and TEACHER_EPOCHS for the teacher. Two label budgets: all labels of the subset, and
-`labels=N` (N labelled images per class, the rest unlabelled; the released code keeps 250 of 500 per class). Every
-run of a budget, teacher included, sees the same images and labels; unlabelled ones feed only the distillation.
+run), the paper's VGG pair at WIDTH, and the paper's schedule shape (Nesterov 0.9, lr 1e-2, x0.1 at 1/2 and 3/4 of
+the run, batch 128, L2 1e-4, the authors' augmentation) over EPOCHS epochs for the students and TEACHER_EPOCHS for
+the teacher. Two label budgets: every image of the subset labelled, and `labels=N` (N labelled images per class, the
+rest unlabelled: LIMITED_LABELS = 250 of 500 is the released code's 50 %). Every run of a budget, teacher included,
+sees the same images and labels; unlabelled ones feed only the distillation losses.
 
-The setting was chosen on a held-out part of the training split (`holdout` token: 5,000 images from outside the
-subset), never on the test split: experiments/results/regime_probe.md.
+The setting was chosen on a held-out part of the training split (`holdout` token: 5,000 training images outside
+the subset), never on the test split; experiments/results/regime_probe.md has the probes and the conditions they
+measured. Departures from the paper, both for the regime: width 0.25 (channels 16-128; the first two taps have
+HW > D, where only the first has HW >= D at full width), and no dropout (at width 0.125 with the paper's dropout
+the student did not overfit at all and the teacher stayed 12 points below it).
 
 Tokens (comma-separated, after `:`), on top of the variants of configs/cifar100_vgg.py:
   labels=N           label budget (data.labels_per_class); absent = every image of the subset is labelled
   holdout            evaluate on 5,000 held-out training images outside the subset instead of the test split
   epochs=N, teacher_epochs=N, width=W, dropout=R, per_class=N, lr=X   override the constants below (probes)
 
-  python experiments/run_table.py --config configs/regime_cifar10.py --root runs
-  python experiments/run_table.py --config configs/regime_cifar10.py:labels=250 --root runs
+  experiments/run_regime_table.sh          # both budgets, seed by seed, students on the teacher's last checkpoint
+  python experiments/regime_report.py --readme README.md
 """
 
 import ml_collections
@@ -27,13 +30,14 @@ _cpu = config_files.sibling("cpu_tiny_imagenet", __file__)
 _vgg = config_files.sibling("cifar100_vgg", __file__)
 VARIANTS = _vgg.VARIANTS
 
-WIDTH = 0.125
-DROPOUT = 0.5  # the paper VGGs' rate on their hidden FC layers
+WIDTH = 0.25
+DROPOUT = 0.0  # the paper VGGs have 0.5 on their hidden FC layers (see above)
 LEARNING_RATE = 1e-2  # the paper's
-TRAIN_PER_CLASS = 1000  # 10,000 training images
+TRAIN_PER_CLASS = 500  # 5,000 training images
+LIMITED_LABELS = 250  # the limited label budget (per class) of the second table
 HOLDOUT = 5000
 EPOCHS = 40
-TEACHER_EPOCHS = 40
+TEACHER_EPOCHS = 80
 TABLE_VARIANTS = ("student", "kd_svd_exact", "kd_svd_exact_mean", "soft_target", "fsp", "kd_svd_sskd_code",
                   "kd_svd")
 TABLE_SEEDS = (0, 1, 2, 3, 4)
