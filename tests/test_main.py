@@ -58,6 +58,7 @@ def test_unknown_override_is_a_clean_error(tmp_path):
   assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_missing_teacher_is_a_clean_error(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "svdkd_jax.main", "--config", "configs/quickstart.py:kd_svd",
                          "--workdir", str(tmp_path / "s"), f"--config.teacher.workdir={tmp_path / 'none'}"],

@@ -1,7 +1,8 @@
 """End-to-end tests of svdkd_jax.train on a tiny problem (tests/conftest.py): 2 digit classes, VGG pair at width 1/8.
 
 A teacher is trained once per module; each distillation method then runs a few steps against it. Resume, errors,
-and the compile count are checked here; multi-device runs are in tests/test_parallel.py.
+and the compile count are checked here; multi-device runs are in tests/test_parallel.py. Every test that trains is
+marked `slow`: `pytest -m "not slow"` keeps the config and error checks that fail before training.
 """
 
 import json
@@ -35,6 +36,7 @@ def teacher_dir(tmp_path_factory, tiny_config) -> str:
   return workdir
 
 
+@pytest.mark.slow
 def test_teacher_run(teacher_dir, tiny_config):
   summary = metrics_lib.read_summary(teacher_dir)
   assert summary["complete"] and summary["step"] == summary["total_steps"] == 18
@@ -59,13 +61,14 @@ def test_teacher_run(teacher_dir, tiny_config):
 
 METHODS = [
     pytest.param("kd_svd", {"distill__svd_grad": "paper"}, id="kd_svd-paper"),
-    pytest.param("fsp", {}, id="fsp", marks=pytest.mark.slow),
-    pytest.param("soft_target", {}, id="soft_target", marks=pytest.mark.slow),
-    pytest.param("kd_svd", {"distill__svd_grad": "exact"}, id="kd_svd-exact", marks=pytest.mark.slow),
-    pytest.param("kd_svd", {"distill__svd_grad": "sskd_code"}, id="kd_svd-sskd_code", marks=pytest.mark.slow),
+    pytest.param("fsp", {}, id="fsp"),
+    pytest.param("soft_target", {}, id="soft_target"),
+    pytest.param("kd_svd", {"distill__svd_grad": "exact"}, id="kd_svd-exact"),
+    pytest.param("kd_svd", {"distill__svd_grad": "sskd_code"}, id="kd_svd-sskd_code"),
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,options", METHODS)
 def test_distilled_student(teacher_dir, tmp_path, monkeypatch, method, options, tiny_config, final_params):
   manager = checkpoint.create_manager(os.path.join(teacher_dir, "checkpoints"), keep=1, read_only=True)
@@ -186,6 +189,7 @@ def test_missing_teacher(tmp_path, tiny_config):
     train.train_and_evaluate(tiny_config("kd_svd", teacher__checkpoint=str(tmp_path)), str(tmp_path / "c"))
 
 
+@pytest.mark.slow
 def test_teacher_workdir_may_be_relative(teacher_dir, monkeypatch, tiny_config):
   """experiments/run_table.py passes the --root it was given, often relative; orbax needs absolute paths."""
   monkeypatch.chdir(os.path.dirname(teacher_dir))
@@ -196,11 +200,13 @@ def test_teacher_workdir_may_be_relative(teacher_dir, monkeypatch, tiny_config):
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(teacher.variables["params"]))
 
 
+@pytest.mark.slow
 def test_mismatched_teacher(teacher_dir, tmp_path, tiny_config):
   with pytest.raises(ValueError, match="holds vgg_teacher \\(width 0.125\\).*width 0.25"):
     train.train_and_evaluate(tiny_config("kd_svd", teacher__workdir=teacher_dir, teacher__width=0.25), str(tmp_path))
 
 
+@pytest.mark.slow
 def test_tap_mismatch(teacher_dir, tmp_path, tiny_config):
   config = tiny_config("kd_svd", teacher__workdir=teacher_dir, model__width=0.25)  # student channels x2
   with pytest.raises(ValueError, match=r"^kd_svd: tap 0 channel counts differ: student \(2, 16, 16, 16\), teacher "
