@@ -3,19 +3,16 @@
 `resnext_teacher` has 4 branches (the only choice matching the paper's 0.66M parameters), `resnext_student` 2;
 remaining FLOP gaps are documented in svdkd_jax.models.
 
-Same recipe and variants as configs/cifar100_vgg.py (read its docstring), e.g.
+Same recipe and variants as configs/cifar100_vgg.py (svdkd_jax.recipes documents them), e.g.
   python -m svdkd_jax.main --config configs/cifar100_resnext.py:teacher --workdir runs/cifar100_resnext/teacher
 """
 
 import ml_collections
 
-from svdkd_jax import config_files
-
-
-_vgg = config_files.sibling("cifar100_vgg", __file__)
-VARIANTS, TABLE_VARIANTS, TABLE_SEEDS = _vgg.VARIANTS, _vgg.TABLE_VARIANTS, _vgg.TABLE_SEEDS
+from svdkd_jax import recipes
+from svdkd_jax.recipes import TABLE_SEEDS, TABLE_VARIANTS, VARIANTS  # pylint: disable=unused-import
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  return _vgg.apply_variant(_vgg.paper_recipe(), arg, teacher="resnext_teacher", student="resnext_student",
-                            init_epochs=40)
+  return recipes.apply_variant(recipes.paper_recipe(), arg, teacher="resnext_teacher", student="resnext_student",
+                               init_epochs=40)

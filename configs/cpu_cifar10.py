@@ -9,18 +9,16 @@ accuracy than on the original pickles).
 
 import ml_collections
 
-from svdkd_jax import config_files
+from svdkd_jax import recipes
+from svdkd_jax.recipes import VARIANTS  # pylint: disable=unused-import
 
-
-_cpu = config_files.sibling("cpu_tiny_imagenet", __file__)
-VARIANTS, TABLE_VARIANTS, TABLE_SEEDS = _cpu.VARIANTS, _cpu.TABLE_VARIANTS, _cpu.TABLE_SEEDS
-
-
+TABLE_VARIANTS = recipes.CPU_TABLE_VARIANTS
+TABLE_SEEDS = recipes.CPU_TABLE_SEEDS
 # Shorter than the main table so both fit in three hours of a 2-core CPU (10 classes learn faster).
 EPOCHS = 3
 TEACHER_EPOCHS = 8
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  return _cpu.archive_config(arg, name="cifar10_jpeg", eval_split="test", num_classes=10, epochs=EPOCHS,
-                             teacher_epochs=TEACHER_EPOCHS)
+  return recipes.archive_config(arg, name="cifar10_jpeg", eval_split="test", num_classes=10, epochs=EPOCHS,
+                                teacher_epochs=TEACHER_EPOCHS)

@@ -14,23 +14,20 @@ still joins through the KD-SVD clipping rule (combine.rule = "sskd"); mdistiller
 
 import ml_collections
 
-from svdkd_jax import config_files
+from svdkd_jax import recipes
+from svdkd_jax.recipes import VARIANTS  # pylint: disable=unused-import
 
 PAIRS = {"resnet32x4": "resnet8x4", "vgg13": "vgg8", "wrn_40_2": "wrn_16_2", "resnet56": "resnet20"}
-
-
-_vgg = config_files.sibling("cifar100_vgg", __file__)
-VARIANTS = _vgg.VARIANTS
 TABLE_VARIANTS = ("student", "soft_target", "fsp", "kd_svd")
 TABLE_SEEDS = (0, 1, 2)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  _, _, pair = _vgg.parse_arg(arg, extra=tuple(PAIRS))
+  _, _, pair = recipes.parse_arg(arg, extra=tuple(PAIRS))
   if len(pair) > 1:
     raise ValueError(f"Give one teacher of {', '.join(PAIRS)} in the variant, got {pair}.")
   teacher = pair[0] if pair else "resnet32x4"
-  config = _vgg.paper_recipe()
+  config = recipes.paper_recipe()
   config.data.augment = "flip_crop"
   config.data.normalization = "dataset"
   config.optim.learning_rate = 0.05
@@ -40,4 +37,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.epochs = 240
   config.train.batch_size = 64
   rest = ",".join(t for t in (arg or "").split(",") if t.strip() and t.strip() not in PAIRS)
-  return _vgg.apply_variant(config, rest, teacher=teacher, student=PAIRS[teacher], init_epochs=40)
+  return recipes.apply_variant(config, rest, teacher=teacher, student=PAIRS[teacher], init_epochs=40)

@@ -9,28 +9,25 @@ the same update as a coupled L2 term, but its gradient is not part of g_main). D
 decay on kernels only (theirs also decays BatchNorm scale/offset and the FC bias); zero padding (theirs reflects).
 Their FSP was a 2-stage run with 40 initialisation epochs in front of the 100-epoch schedule: `fsp_2stage` here.
 
-Variants as in configs/cifar100_vgg.py, e.g.
+Variants as in configs/cifar100_vgg.py (svdkd_jax.recipes), e.g.
   python -m svdkd_jax.main --config configs/kdm_resnet.py:teacher --workdir runs/kdm/teacher
 """
 
 import ml_collections
 
-from svdkd_jax import config_files
+from svdkd_jax import recipes
+from svdkd_jax.recipes import VARIANTS  # pylint: disable=unused-import
 
-
-_vgg = config_files.sibling("cifar100_vgg", __file__)
-VARIANTS = _vgg.VARIANTS
 TABLE_VARIANTS = ("student", "soft_target", "fsp_2stage", "kd_svd")
 TABLE_SEEDS = (0, 1, 2, 3, 4)  # their table averages five trials
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = _vgg.paper_recipe()
+  config = recipes.paper_recipe()
   config.data.augment = "flip_crop"
-  config.data.normalization = "sskd_bgr"
   config.optim.learning_rate = 0.1
   config.optim.boundaries = (30, 60, 80)
   config.optim.weight_decay = 5e-4
   config.optim.decoupled_weight_decay = True
   config.train.epochs = 100
-  return _vgg.apply_variant(config, arg, teacher="resnet32", student="resnet8", init_epochs=40)
+  return recipes.apply_variant(config, arg, teacher="resnet32", student="resnet8", init_epochs=40)

@@ -13,7 +13,7 @@ measured. Departures from the paper, both for the regime: width 0.25 (channels 1
 HW > D, where only the first has HW >= D at full width), and no dropout (at width 0.125 with the paper's dropout
 the student did not overfit at all and the teacher stayed 12 points below it).
 
-Tokens (comma-separated, after `:`), on top of the variants of configs/cifar100_vgg.py:
+Tokens (comma-separated, after `:`), on top of the variants of svdkd_jax.recipes:
   labels=N           label budget (data.labels_per_class); absent = every image of the subset is labelled
   holdout            evaluate on 5,000 held-out training images outside the subset instead of the test split
   epochs=N, teacher_epochs=N, width=W, dropout=R, per_class=N, lr=X   override the constants below (probes)
@@ -24,11 +24,8 @@ Tokens (comma-separated, after `:`), on top of the variants of configs/cifar100_
 
 import ml_collections
 
-from svdkd_jax import config_files
-
-_cpu = config_files.sibling("cpu_tiny_imagenet", __file__)
-_vgg = config_files.sibling("cifar100_vgg", __file__)
-VARIANTS = _vgg.VARIANTS
+from svdkd_jax import recipes
+from svdkd_jax.recipes import VARIANTS  # pylint: disable=unused-import
 
 WIDTH = 0.25
 DROPOUT = 0.0  # the paper VGGs have 0.5 on their hidden FC layers (see above)
@@ -44,43 +41,25 @@ TABLE_SEEDS = (0, 1, 2, 3, 4)
 # Fewer seeds for the rows the verdict does not rest on (experiments/run_table.py reads this).
 SEEDS_PER_VARIANT = {"soft_target": 3, "fsp": 3, "kd_svd_sskd_code": 3, "kd_svd": 3}
 
-_INT_TOKENS = ("labels", "epochs", "teacher_epochs", "per_class")
-_FLOAT_TOKENS = ("width", "dropout", "lr")
-
-
-def _split(arg: str | None) -> tuple[str, dict]:
-  rest, values = [], {}
-  for token in (t.strip() for t in (arg or "").split(",")):
-    key, eq, value = token.partition("=")
-    if eq and key in _INT_TOKENS + _FLOAT_TOKENS:
-      try:
-        values[key] = int(value) if key in _INT_TOKENS else float(value)
-      except ValueError:
-        raise ValueError(f"Bad token {token!r}: expected {key}=<{'int' if key in _INT_TOKENS else 'float'}>.") from None
-    elif token == "holdout":
-      values["holdout"] = True
-    elif token:
-      rest.append(token)
-  return ",".join(rest), values
+TOKENS = {"labels": int, "epochs": int, "teacher_epochs": int, "per_class": int, "width": float, "dropout": float,
+          "lr": float, "holdout": bool}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg, values = _split(arg)
-  variant = _vgg.parse_arg(arg)[0]
+  arg, values = recipes.split_tokens(arg, TOKENS)
+  variant = recipes.parse_arg(arg)[0]
   epochs = values.get("teacher_epochs", TEACHER_EPOCHS) if variant == "teacher" else values.get("epochs", EPOCHS)
-  config = _cpu.cpu_recipe(epochs=epochs, width=values.get("width", WIDTH))
+  config = recipes.cpu_recipe(epochs=epochs, width=values.get("width", WIDTH))
   config.model.dropout = config.teacher.dropout = values.get("dropout", DROPOUT)
   config.optim.learning_rate = values.get("lr", LEARNING_RATE)
   config.data.source = "archive"
   config.data.name = "cifar10_jpeg"
-  config.data.path = _vgg.shared_data("cifar10_jpeg")
-  config.data.eval_split = "test"
+  config.data.path = recipes.shared_data("cifar10_jpeg")
   config.data.num_classes = 10
-  config.data.image_size = 32
   config.data.train_per_class = values.get("per_class", TRAIN_PER_CLASS)
   config.data.labels_per_class = values.get("labels", 0)
   config.data.holdout = HOLDOUT if values.get("holdout") else 0
-  config.train.log_every_steps = 39  # 78 steps per epoch: two rows per epoch
+  config.train.log_every_steps = 39  # 39 steps per epoch at 5,000 images: one row per epoch
   config.train.checkpoint_every_steps = 10_000  # epoch ends only (every epoch saves)
-  return _vgg.apply_variant(config, arg, teacher="vgg_teacher", student="vgg_student",
-                            init_epochs=max(1, (2 * config.train.epochs) // 5))
+  return recipes.apply_variant(config, arg, teacher="vgg_teacher", student="vgg_student",
+                               init_epochs=max(1, (2 * config.train.epochs) // 5))

@@ -12,21 +12,16 @@ and pass `--config.data.path=DIR --config.data.num_classes=200`.
 
 import ml_collections
 
-from svdkd_jax import config_files
-
-
-_vgg = config_files.sibling("cifar100_vgg", __file__)
-VARIANTS, TABLE_VARIANTS, TABLE_SEEDS = _vgg.VARIANTS, _vgg.TABLE_VARIANTS, _vgg.TABLE_SEEDS
+from svdkd_jax import recipes
+from svdkd_jax.recipes import TABLE_SEEDS, TABLE_VARIANTS, VARIANTS  # pylint: disable=unused-import
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = _vgg.paper_recipe()
+  config = recipes.paper_recipe()
   config.data.source = "archive"
   config.data.name = "tiny_imagenet"
-  config.data.path = _vgg.shared_data("tiny_imagenet_100")
-  config.data.train_split = "train"
-  config.data.eval_split = "val"
-  config.data.num_classes = 100
+  config.data.path = recipes.shared_data("tiny_imagenet_100")
   config.data.image_size = 64
   config.data.normalization = "dataset"  # the authors' statistics are CIFAR-100's
-  return _vgg.apply_variant(config, arg, teacher="vgg_teacher", student="vgg_student", init_epochs=40)
+  config.data.eval_split = "val"
+  return recipes.apply_variant(config, arg, teacher="vgg_teacher", student="vgg_student", init_epochs=40)

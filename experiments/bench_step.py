@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
   unknown = sorted(set(cases) - set(CASES))
   if unknown:
     raise SystemExit(f"unknown case(s) {unknown}; valid: {', '.join(CASES)}")
-  vgg_config = config_files.load_module(config_files.CONFIG_DIR / "cifar100_vgg.py")
+  vgg_config = config_files.load_module(os.path.join(os.path.dirname(__file__), "..", "configs", "cifar100_vgg.py"))
 
   mesh = parallel.create_mesh()
   parallel.check_batch_size(args.batch, mesh, "--batch")

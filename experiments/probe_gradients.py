@@ -30,6 +30,7 @@ Run from the project root (relative paths in configs are read from the current d
 import argparse
 import json
 import logging
+import pathlib
 import sys
 from typing import Any
 
@@ -42,7 +43,7 @@ import optax
 
 from svdkd_jax import checkpoint, config_files, distill, input_pipeline, optim, parallel, train
 
-probe_alignment = config_files.sibling("probe_alignment", __file__)  # experiments/ is not a package
+probe_alignment = config_files.load_module(pathlib.Path(__file__).with_name("probe_alignment.py"))  # not a package
 
 BATCH = probe_alignment.BATCH
 MODES = ("exact", "paper", "sskd_code")

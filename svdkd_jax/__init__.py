@@ -6,6 +6,8 @@ Where things live:
   optim.py           optax chain and the multi-task combination of main and distillation gradients
   models/            Flax NNX networks returning (logits, taps)
   input_pipeline.py  data sources (tfds, .npz archives, bundled digits), augmentation, sharded batches
+  config.py          every config key with its default (`default()`, locked) and `validate(config)`
+  recipes.py         what the experiment configs are built from: variants, recipes, the quickstart's config
   train.py           train_and_evaluate(config, workdir)
   main.py            command-line entry point
 """

@@ -171,7 +171,7 @@ def _load_split(data_config, split: str) -> tuple[sources.Source, int]:
 
 
 def create_datasets(data_config, *, global_batch_size: int, eval_batch_size: int, seed: int) -> Datasets:
-  """Builds the train and eval splits described by `config.data` (see configs/default.py)."""
+  """Builds the train and eval splits described by `config.data` (see svdkd_jax.config.default)."""
   train, num_classes = _load_split(data_config, data_config.train_split)
   if data_config.get("class_subset", 0):
     if data_config.class_subset > num_classes:

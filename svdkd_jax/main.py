@@ -16,6 +16,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from svdkd_jax import config as config_lib
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
 flags.DEFINE_bool("overwrite", False, "Delete a previous run with a different config in --workdir and start again.")
@@ -57,40 +59,24 @@ def main(argv):
     sys.exit(128 + summary["interrupted"])  # The shell convention for "killed by signal N", after a clean save.
 
 
-def _unknown_override(argv: list[str]) -> str | None:
-  """Names the first `--config.KEY=...` that the config file does not define, with the valid keys at that level."""
-  from svdkd_jax import config_files  # pylint: disable=g-import-not-at-top
-  paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
-  paths += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
-  if not paths:
-    return None
-  config = config_files.get_config(paths[0])
-  for arg in argv:
-    if not arg.startswith("--config."):
-      continue
-    node, done = config, []
-    for part in arg[len("--config."):].split("=", 1)[0].split("."):
-      if not hasattr(node, "keys") or part not in node:
-        where = ".".join(done) or "config"
-        valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(not a section)"
-        return f"unknown config key {arg.split('=', 1)[0]!r}: {where} has no {part!r}; valid keys there: {valid}."
-      node, done = node[part], done + [part]
-  return None
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with one change: an override of a key the config lacks (`--config.train.epochz=3`; the
+  locked config makes ml_collections raise while parsing) exits 2 with a one-line message naming the valid keys."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError):
+    try:
+      for arg in argv:
+        if arg.startswith("--config."):
+          config_lib.check_key(arg[len("--config."):].split("=", 1)[0])
+    except ValueError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    raise  # Every override is a key of the schema: not a typo, show the trace.
 
 
 def run() -> None:
-  try:
-    app.run(main)
-  except (AttributeError, KeyError) as e:  # ml_collections rejects an unknown --config.KEY while parsing flags.
-    try:
-      message = _unknown_override(sys.argv)
-    except Exception:  # pylint: disable=broad-except
-      message = None
-    if message is None:
-      raise
-    del e
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
   python -m svdkd_jax.quickstart --workdir /tmp/svdkd_quickstart [--config.train.epochs=5 ...]
 
-Runs configs/quickstart.py's `:teacher`, `:student` and `:kd_svd` variants in WORKDIR/{teacher,student,kd_svd}
-(the KD-SVD student reads the teacher from WORKDIR/teacher). Each run resumes or is skipped if complete, so
-rerunning the command after an interruption continues where it stopped. `--config.X=Y` overrides go to all three.
+Runs the `teacher`, `student` and `kd_svd` variants of `svdkd_jax.recipes.quickstart` (configs/quickstart.py
+re-exports it; no source tree needed) in WORKDIR/{teacher,student,kd_svd} (the KD-SVD student reads the teacher
+from WORKDIR/teacher). Each run resumes or is skipped if complete, so rerunning the command after an interruption
+continues where it stopped. `--config.X=Y` overrides go to all three.
 """
 
 import json
@@ -16,21 +17,13 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from svdkd_jax import config_files
+from svdkd_jax import recipes
 
-CONFIG = config_files.CONFIG_DIR / "quickstart.py"
 RUNS = ("teacher", "student", "kd_svd")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "/tmp/svdkd_quickstart", "Parent directory of the three runs.")
-config_flags.DEFINE_config_file("config", f"{CONFIG}:kd_svd", "Base config (overrides apply to every run).",
-                                lock_config=True)
-
-
-def _load(variant: str):
-  if not CONFIG.exists():
-    raise FileNotFoundError(f"{CONFIG} not found: run the quickstart from a clone of the repository.")
-  return config_files.load_module(CONFIG).get_config(variant)
+config_flags.DEFINE_config_dict("config", recipes.quickstart(), "Base config (overrides apply to every run).")
 
 
 def main(argv):
@@ -42,7 +35,7 @@ def main(argv):
   overrides = config_flags.get_override_values(FLAGS["config"])  # --config.X=Y, parsed, for every run
   results, t0 = {}, time.time()
   for run in RUNS:
-    config = _load(run)
+    config = recipes.quickstart(run)
     config.update_from_flattened_dict(overrides)
     if run == "kd_svd":
       config.teacher.workdir = os.path.join(FLAGS.workdir, "teacher")

@@ -38,7 +38,6 @@ For experiments/bench_step.py (public, stable):
 
 from collections.abc import Callable
 import dataclasses
-import difflib
 import json
 import logging
 import os
@@ -55,7 +54,7 @@ import numpy as np
 import optax
 
 from svdkd_jax import checkpoint
-from svdkd_jax import config_files
+from svdkd_jax import config as config_lib
 from svdkd_jax import distill
 from svdkd_jax import input_pipeline
 from svdkd_jax import metrics as metrics_lib
@@ -64,9 +63,7 @@ from svdkd_jax import optim
 from svdkd_jax import parallel
 
 PyTree = Any
-MECHANISMS = ("1stage", "2stage")
 STAGES = ("1stage", "init", "main")
-CE_REDUCTIONS = ("batch", "labelled")
 # Keys that steer a run without changing its result: they may differ when a run is resumed.
 RUN_CONTROL_KEYS = ("train.max_steps", "train.log_every_steps", "train.checkpoint_every_steps",
                     "train.keep_checkpoints", "data.num_workers", "data.data_dir", "data.cache_dir", "data.path",
@@ -76,53 +73,6 @@ CONFIG_FILE = "config.json"
 
 # ---------------------------------------------------------------------------------------------------------------
 # config and workdir checks
-
-
-def _default_config() -> ml_collections.ConfigDict | None:
-  """configs/default.py of the source tree (the schema), or None when the package is installed without it."""
-  path = config_files.CONFIG_DIR / "default.py"
-  return config_files.load_module(path).get_config() if path.exists() else None
-
-
-def _check_keys(config, schema, prefix: str = "") -> None:
-  for key in config.keys():
-    name = f"{prefix}{key}"
-    if key not in schema:
-      valid = sorted(schema.keys())
-      close = difflib.get_close_matches(key, valid, n=1)
-      hint = f" Did you mean {prefix}{close[0]!r}?" if close else ""
-      raise ValueError(f"Unknown config key {name!r}.{hint} Valid keys{' of ' + prefix[:-1] if prefix else ''}: "
-                       f"{', '.join(valid)}.")
-    if isinstance(config[key], ml_collections.ConfigDict) and isinstance(schema[key], ml_collections.ConfigDict):
-      _check_keys(config[key], schema[key], f"{name}.")
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Raises a ValueError naming the problem (unknown keys, names, mechanism) before anything is built."""
-  schema = _default_config()
-  if schema is None:
-    logging.warning("configs/default.py not found next to the package: config keys are not checked.")
-  else:
-    _check_keys(config, schema)
-  for field, valid in (("model.name", models.names()), ("teacher.name", models.names())):
-    value = config[field.split(".")[0]][field.split(".")[1]]
-    if value not in valid:
-      raise ValueError(f"config.{field}={value!r} is not a network; valid: {', '.join(sorted(valid))}.")
-  if config.distill.method not in distill.NAMES:
-    raise ValueError(f"config.distill.method={config.distill.method!r}; valid: {', '.join(distill.NAMES)}.")
-  if config.distill.mechanism not in MECHANISMS:
-    raise ValueError(f"config.distill.mechanism={config.distill.mechanism!r}; valid: {', '.join(MECHANISMS)}.")
-  if config.distill.mechanism == "2stage" and config.distill.method != "none" and config.distill.init_epochs < 1:
-    raise ValueError("distill.mechanism='2stage' needs distill.init_epochs >= 1 (epochs of distillation alone).")
-  if config.train.ce_reduction not in CE_REDUCTIONS:
-    raise ValueError(f"config.train.ce_reduction={config.train.ce_reduction!r}; valid: {', '.join(CE_REDUCTIONS)}.")
-  per_class, labelled = config.data.train_per_class, config.data.labels_per_class
-  if per_class < 0 or labelled < 0 or (per_class and labelled > per_class):
-    raise ValueError(f"config.data.labels_per_class={labelled} must be >= 0 and at most data.train_per_class="
-                     f"{per_class} (0 = all).")
-  if config.train.epochs < 1:
-    raise ValueError(f"train.epochs={config.train.epochs} must be >= 1.")
-  distill.from_config(config.distill)  # Raises on bad options (k, beta, svd_grad, ...).
 
 
 def _comparable(config_dict: dict) -> dict:
@@ -151,8 +101,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: 
       old = json.load(f)
     a, b = _comparable(old), _comparable(new)
     # A key added to the schema after the old run was written counts as its default there.
-    schema = _default_config()
-    defaults = _comparable(json.loads(schema.to_json_best_effort())) if schema is not None else {}
+    defaults = _comparable(json.loads(config_lib.default().to_json_best_effort()))
     a = {**{k: v for k, v in defaults.items() if k in b and k not in a}, **a}
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if diff and not overwrite:
@@ -490,7 +439,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, overw
   Restarting the same command resumes from the latest checkpoint. See the module docstring for the step.
   """
   t_start = time.time()
-  validate_config(config)
+  config_lib.validate(config)
   prepare_workdir(config, workdir, overwrite)
   done = metrics_lib.read_summary(workdir)
   if done and done.get("complete"):

@@ -4,23 +4,30 @@ References are independent of the code under test: the recipes are the numbers o
 key set is configs/default.py's, model names come from svdkd_jax.models.
 """
 
+import ast
 import functools
 import importlib.util
 import json
 import os
 import pathlib
 import re
+import shutil
+import subprocess
+import sys
 
 from absl import flags
 from flax import nnx
 import jax
 import jax.numpy as jnp
+import ml_collections
 from ml_collections import config_flags
 import nbformat
 import pytest
 
+from svdkd_jax import config as config_lib
 from svdkd_jax import config_files
 from svdkd_jax import models
+from svdkd_jax import recipes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -62,14 +69,18 @@ def all_args():
   return out
 
 
-def flat_keys(config, prefix=""):
-  keys = {}
+def flat_values(config, prefix=""):
+  values = {}
   for key, value in config.items():
     if hasattr(value, "items"):
-      keys.update(flat_keys(value, f"{prefix}{key}."))
+      values.update(flat_values(value, f"{prefix}{key}."))
     else:
-      keys[prefix + key] = type(value)
-  return keys
+      values[prefix + key] = value
+  return values
+
+
+def flat_keys(config):
+  return {key: type(value) for key, value in flat_values(config).items()}
 
 
 DEFAULT_KEYS = flat_keys(load(CONFIGS / "default.py").get_config())
@@ -200,6 +211,79 @@ def test_teacher_workdir_and_keys_are_settable_from_the_command_line():
   fv(argv)
   assert (fv.config.teacher.workdir, fv.config.seed, fv.config.train.epochs) == ("/runs/t", 3, 2)
   assert (fv.config.model.name, fv.config.distill.svd_grad) == ("wrn_16_2", "exact")
+
+
+# --- how configs are built: one schema, locked; one home for the shared pieces; one check ---
+
+
+def test_config_files_import_the_package_not_each_other():
+  allowed = {"ml_collections", "svdkd_jax.config", "svdkd_jax.recipes"}
+  for path in sorted(CONFIGS.glob("*.py")):
+    tree = ast.parse(path.read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {f"{node.module}.{alias.name}" if node.module == "svdkd_jax" else node.module
+                 for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert imported <= allowed, (path.name, imported - allowed)
+
+
+def test_configs_are_locked_where_built():
+  for name in [*PAIRS, "quickstart", "regime_cifar10", "default"]:
+    config = config_module(name).get_config()
+    assert config.is_locked and config.train.is_locked, name
+  config = config_module("cpu_cifar10").get_config("kd_svd")
+  with pytest.raises(AttributeError, match='Did you mean "path" instead of "pth"'):
+    config.data.pth = "/data"
+  with pytest.raises(TypeError, match="epochs"):
+    config.train.epochs = "three"
+  config.train.epochs = 4  # values change, keys do not
+  assert recipes.quickstart("teacher").is_locked and config_lib.default().is_locked
+
+
+def test_paper_recipe_is_the_default_but_for_the_authors_statistics():
+  default, paper = flat_values(config_lib.default()), flat_values(recipes.paper_recipe())
+  assert {k for k in default if default[k] != paper[k]} == {"data.normalization"}
+  assert paper["data.normalization"] == "sskd_bgr"
+
+
+def test_validate_names_unknown_and_missing_keys_in_one_line():
+  config = recipes.quickstart("student")
+  config_lib.validate(config)
+  with config.unlocked():
+    config.optim.learning_rte = 0.1
+  with pytest.raises(ValueError, match=r"^Unknown config key 'optim.learning_rte'. Did you mean "
+                                       r"'optim.learning_rate'\? Valid keys of optim: boundaries, .*, weight_decay.$"):
+    config_lib.validate(config)
+  partial = ml_collections.ConfigDict(recipes.quickstart("student").to_dict())
+  del partial.train["ce_reduction"]
+  with pytest.raises(ValueError, match=r"^Config key\(s\) 'train.ce_reduction' missing"):
+    config_lib.validate(partial)
+  for key, message in (("trainz.epochs", r"^Unknown config key 'trainz'. Did you mean 'train'\? Valid keys: combine"),
+                       ("seed.x", r"^Unknown config key 'seed.x'. Valid keys of seed: none \(seed is a value")):
+    with pytest.raises(ValueError, match=message):
+      config_lib.check_key(key)
+  config_lib.check_key("distill.svd_grad")
+
+
+def test_package_runs_without_the_source_tree(tmp_path):
+  """A copy of the package alone (as a non-editable install has it) loads a config file by absolute path, builds
+  the quickstart's config and checks configs: nothing is read from the repository."""
+  shutil.copytree(ROOT / "svdkd_jax", tmp_path / "site" / "svdkd_jax", ignore=shutil.ignore_patterns("__pycache__"))
+  script = (
+      "import svdkd_jax, json, sys\n"
+      "from svdkd_jax import config, config_files, recipes, train\n"
+      "import svdkd_jax.quickstart\n"
+      "c = config_files.get_config(sys.argv[1])\n"
+      "config.validate(c)\n"
+      "config.validate(recipes.quickstart('kd_svd'))\n"
+      "train.prepare_workdir(c, sys.argv[2])\n"
+      "train.prepare_workdir(c, sys.argv[2])  # compares with the schema's defaults\n"
+      "print(json.dumps([svdkd_jax.__file__, c.model.name, c.data.source]))\n")
+  env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+  proc = subprocess.run([sys.executable, "-c", script, f"{CONFIGS / 'cifar100_vgg.py'}:student,smoke",
+                         str(tmp_path / "run")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  where, model, source = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert where.startswith(str(tmp_path / "site")) and (model, source) == ("vgg_student", "digits")
 
 
 # --- the Colab notebook ---

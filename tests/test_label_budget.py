@@ -5,15 +5,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from svdkd_jax import config_files
+from svdkd_jax import config as config_lib
 from svdkd_jax import input_pipeline
 from svdkd_jax import parallel
+from svdkd_jax import recipes
 from svdkd_jax import train
 from svdkd_jax.data import sources
-
-import pathlib
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -41,11 +38,12 @@ def test_cross_entropy_counts_only_labelled_examples():
   assert float(train._accuracy(logits, labels)) == pytest.approx(0.5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reduction", ["batch", "labelled"])
 def test_train_step_cross_entropy_of_labelled_and_distillation_of_all(reduction):
   """One KD-SVD step on a batch of 8 with 3 labelled images: its CE is that of the 3 (by hand from the student's
   logits), its distillation loss that of all 8 (the same as with every label present)."""
-  config = config_files.load_module(ROOT / "configs" / "quickstart.py").get_config("kd_svd")
+  config = recipes.quickstart("kd_svd")
   config.model.width = config.teacher.width = 0.125
   config.model.dropout = config.teacher.dropout = 0.0  # deterministic forward: logits can be recomputed
   config.data.augment = "none"
@@ -120,10 +118,10 @@ def test_label_budget_errors():
   labels = np.repeat(np.arange(3), 4)
   with pytest.raises(ValueError, match="Class 0 has 4 training examples, fewer than the 5 asked for"):
     sources.per_class_draw(labels, 5, 0)
-  config = config_files.load_module(ROOT / "configs" / "quickstart.py").get_config("student")
+  config = recipes.quickstart("student")
   config.data.train_per_class, config.data.labels_per_class = 10, 20
   with pytest.raises(ValueError, match="labels_per_class=20 must be >= 0 and at most data.train_per_class=10"):
-    train.validate_config(config)
+    config_lib.validate(config)
   config.data.labels_per_class, config.train.ce_reduction = 5, "sum"
   with pytest.raises(ValueError, match="ce_reduction='sum'; valid: batch, labelled"):
-    train.validate_config(config)
+    config_lib.validate(config)

@@ -152,7 +152,7 @@ def _forward(model, x):
   return model(x)
 
 
-@pytest.mark.parametrize("name", ["vgg_student", "mobilenet_student", "resnet8x4"])
+@pytest.mark.parametrize("name", ["vgg_student", "resnet8x4", pytest.param("mobilenet_student", marks=pytest.mark.slow)])
 def test_jitted_forward_train_and_eval(name):
   model = models.create(name, 10, rngs=nnx.Rngs(params=0, dropout=1), width=0.125)
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))

@@ -14,19 +14,19 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test starts JAX processes with other device counts
 
 TWO_DEVICES = r"""
 import json, os, sys
-import jax, numpy as np
+import jax, ml_collections, numpy as np
 from svdkd_jax import parallel, train
-sys.path.insert(0, sys.argv[1])
-import test_train
 
 assert jax.device_count() == 2, jax.devices()
+fsp_config, student_config, workdir = sys.argv[1:]  # two tiny_config()s as JSON, a workdir
 # FSP: a smooth loss. (KD-SVD's singular-vector gradients, 1 / (s_i^2 - s_j^2), and its argmax alignment amplify
 # float32 reduction-order differences between 1 and 2 devices, so it cannot match to float32 tolerance; its first
 # step, which sees identical parameters, is compared instead, below.)
-config = test_train.tiny_config("fsp")
+config = ml_collections.ConfigDict(json.loads(fsp_config))
 config.model.name, config.teacher.name = "vgg8", "vgg13"   # BatchNorm: statistics must be over the global batch
 rng = np.random.default_rng(0)
 batches = [{"image": rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8),
@@ -58,7 +58,7 @@ def excess(a, b):  # > 0 where |a - b| exceeds float32 tolerance (atol 1e-6, rto
 diffs = jax.tree.map(excess, out[1], out[2])
 worst = max(jax.tree_util.tree_flatten_with_path(diffs)[0], key=lambda kv: kv[1])
 # A whole run on 2 devices (sharded input pipeline, eval with padding).
-summary = train.train_and_evaluate(test_train.tiny_config("student", train__max_steps=2), sys.argv[2])
+summary = train.train_and_evaluate(ml_collections.ConfigDict(json.loads(student_config)), workdir)
 print("RESULT", json.dumps({"excess": worst[1], "worst": jax.tree_util.keystr(worst[0]), "devices": summary["devices"], "step": summary["step"]}))
 """
 
@@ -70,8 +70,9 @@ def _run(args, env_extra, timeout=600):
   return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
-def test_two_devices_match_one(tmp_path):
-  proc = _run(["-c", TWO_DEVICES, str(ROOT / "tests"), str(tmp_path / "run")],
+def test_two_devices_match_one(tmp_path, tiny_config):
+  configs = [tiny_config("fsp").to_json(), tiny_config("student", train__max_steps=2).to_json()]
+  proc = _run(["-c", TWO_DEVICES, *configs, str(tmp_path / "run")],
               {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, timeout=900)
   result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
   assert proc.returncode == 0 and result, proc.stderr[-4000:]
@@ -92,14 +93,7 @@ MAIN_ARGS = ["-m", "svdkd_jax.main", "--config", "configs/quickstart.py:student"
              "--config.train.checkpoint_every_steps=100"]
 
 
-def _final_params(workdir):
-  sys.path.insert(0, str(ROOT / "tests"))
-  import test_train  # pylint: disable=g-import-not-at-top
-  return test_train.final_params(str(workdir))
-
-
-@pytest.mark.slow
-def test_two_processes_match_one(tmp_path):
+def test_two_processes_match_one(tmp_path, final_params):
   """Two processes (one CPU device each) on 127.0.0.1 train the same parameters as one process."""
   one = _run(MAIN_ARGS + ["--workdir", str(tmp_path / "one")], {})
   assert one.returncode == 0, one.stderr[-4000:]
@@ -114,6 +108,6 @@ def test_two_processes_match_one(tmp_path):
     assert p.returncode == 0, err[-4000:]
   summary = json.loads((tmp_path / "two" / "summary.json").read_text())
   assert summary["processes"] == 2 and summary["devices"] == 2 and summary["step"] == 3
-  a, b = _final_params(tmp_path / "one"), _final_params(tmp_path / "two")
+  a, b = final_params(str(tmp_path / "one")), final_params(str(tmp_path / "two"))
   import jax  # pylint: disable=g-import-not-at-top
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4, atol=1e-6), a, b)

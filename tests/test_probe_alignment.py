@@ -15,6 +15,7 @@ from svdkd_jax import config_files
 from svdkd_jax import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # trains smoke runs to probe
 
 
 @pytest.fixture(scope="module")

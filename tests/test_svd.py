@@ -236,7 +236,7 @@ def _degenerate_inputs(rng, hw, d):
   yield "tiny", 1e-30 * rng.standard_normal((hw, d))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def test_degenerate_inputs_give_finite_values_and_gradients(dtype):
   rng = np.random.default_rng(7)
   with jax.enable_x64(dtype == "float64"):
@@ -265,14 +265,15 @@ def test_degenerate_inputs_give_finite_values_and_gradients(dtype):
 
 
 def test_broken_formula_would_be_caught():
-  """A sanity check of the references themselves: a perturbed gradient does fail the FD tolerance."""
+  """A sanity check of the references themselves: a gradient known to be incomplete fails the FD tolerance that
+  "exact" passes. "paper" drops the coupling with the discarded triplets (docs/svd_gradient.md); its forward pass is
+  the same as "exact"'s, so the finite differences are the true gradient of its loss."""
   rng = np.random.default_rng(8)
   with jax.enable_x64(True):
     x = rng.standard_normal((5, 7))
-    loss = _sign_invariant_loss(2, "exact", 0, (5, 7))
-    g, fd = jax.grad(loss)(x), fd_grad(loss, x)
-    assert rel_err(g, fd) < 1e-6
-    assert rel_err(g * (1 + 1e-4), fd) > 1e-6
+    exact, paper = (_sign_invariant_loss(2, mode, 0, (5, 7)) for mode in ("exact", "paper"))
+    assert rel_err(jax.grad(exact)(x), fd_grad(exact, x)) < 1e-6
+    assert rel_err(jax.grad(paper)(x), fd_grad(paper, x)) > 1e-2  # 0.37 here
 
 
 # ---------------------------------------------------------------------------------------------------------------

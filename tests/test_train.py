@@ -1,75 +1,43 @@
-"""End-to-end tests of svdkd_jax.train on a tiny problem: 2 digit classes at 32x32, the VGG pair at width 1/8.
+"""End-to-end tests of svdkd_jax.train on a tiny problem (tests/conftest.py): 2 digit classes, VGG pair at width 1/8.
 
 A teacher is trained once per module; each distillation method then runs a few steps against it. Resume, errors,
-and the compile count are checked here; multi-device runs are in tests/test_parallel.py.
+and the compile count are checked here; multi-device runs are in tests/test_parallel.py. Every test that trains is
+marked `slow`: `pytest -m "not slow"` keeps the config and error checks that fail before training.
 """
 
 import json
 import math
 import os
-import pathlib
 
 import jax
 import numpy as np
 import pytest
 
 from svdkd_jax import checkpoint
-from svdkd_jax import config_files
 from svdkd_jax import metrics as metrics_lib
 from svdkd_jax import parallel
 from svdkd_jax import train
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-
-def load_config(variant: str):
-  return config_files.load_module(ROOT / "configs" / "quickstart.py").get_config(variant)
-
-
-def tiny_config(variant: str = "teacher", **overrides):
-  """~290 training images, 9 steps per epoch of 32, 72 eval images (2 padded batches of 64)."""
-  config = load_config(variant)
-  config.data.class_subset = 2
-  config.data.num_classes = 2
-  config.data.image_size = 32
-  config.data.augment = "sskd"
-  config.model.width = config.teacher.width = 0.125
-  config.train.batch_size = 32
-  config.train.eval_batch_size = 64
-  config.train.epochs = 1
-  config.optim.boundaries = (1,)
-  config.train.log_every_steps = 2
-  config.train.checkpoint_every_steps = 3
-  config.train.keep_checkpoints = 2
-  for key, value in overrides.items():
-    section, name = key.split("__")
-    config[section][name] = value
-  return config
-
-
-def final_params(workdir: str) -> dict:
-  """The params of the latest checkpoint of a run, as host numpy arrays."""
-  manager = checkpoint.create_manager(os.path.join(workdir, "checkpoints"), keep=1, read_only=True)
-  step = manager.latest_step()
-  manager.close()
-  path = os.path.join(workdir, "checkpoints", str(step), "model")
-  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # The run may have had other devices/processes.
-  with checkpoint.ocp.StandardCheckpointer() as ckptr:
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
-                          ckptr.metadata(path).item_metadata.tree)
-    restored = ckptr.restore(path, target)
-  return jax.tree.map(np.asarray, restored["params"])
+def by_path(params) -> dict:
+  """{"blocks/0/0/kernel": array} of a params tree, an nnx.State or a checkpoint's nested {"value": array} dicts."""
+  flat = {}
+  for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+    keys = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    flat["/".join(k for k in keys if k != "value")] = np.asarray(x)
+  return flat
 
 
 @pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory) -> str:
+def teacher_dir(tmp_path_factory, tiny_config) -> str:
   workdir = str(tmp_path_factory.mktemp("teacher"))
   summary = train.train_and_evaluate(tiny_config("teacher", train__epochs=2), workdir)
   assert summary["complete"]
   return workdir
 
 
-def test_teacher_run(teacher_dir):
+@pytest.mark.slow
+def test_teacher_run(teacher_dir, tiny_config):
   summary = metrics_lib.read_summary(teacher_dir)
   assert summary["complete"] and summary["step"] == summary["total_steps"] == 18
   assert 0.0 <= summary["best_eval_accuracy"] <= 1.0 and summary["best_eval_accuracy"] >= summary["last_eval_accuracy"]
@@ -95,13 +63,21 @@ METHODS = [
     pytest.param("kd_svd", {"distill__svd_grad": "paper"}, id="kd_svd-paper"),
     pytest.param("fsp", {}, id="fsp"),
     pytest.param("soft_target", {}, id="soft_target"),
-    pytest.param("kd_svd", {"distill__svd_grad": "exact"}, id="kd_svd-exact", marks=pytest.mark.slow),
-    pytest.param("kd_svd", {"distill__svd_grad": "sskd_code"}, id="kd_svd-sskd_code", marks=pytest.mark.slow),
+    pytest.param("kd_svd", {"distill__svd_grad": "exact"}, id="kd_svd-exact"),
+    pytest.param("kd_svd", {"distill__svd_grad": "sskd_code"}, id="kd_svd-sskd_code"),
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,options", METHODS)
-def test_distilled_student(teacher_dir, tmp_path, method, options):
+def test_distilled_student(teacher_dir, tmp_path, monkeypatch, method, options, tiny_config, final_params):
+  manager = checkpoint.create_manager(os.path.join(teacher_dir, "checkpoints"), keep=1, read_only=True)
+  best_step = manager.best_step()
+  manager.close()
+  teacher_before = final_params(teacher_dir, best_step)
+  restored = []  # the teacher network the run distils from
+  restore = train.restore_teacher
+  monkeypatch.setattr(train, "restore_teacher", lambda *a, **k: restored.append(restore(*a, **k)) or restored[-1])
   config = tiny_config(method, teacher__workdir=teacher_dir, train__max_steps=2, **options)
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert not summary["complete"] and summary["step"] == 2
@@ -110,11 +86,17 @@ def test_distilled_student(teacher_dir, tmp_path, method, options):
   last = rows[-1]
   assert last["dist_loss"] > 0 and last["grad_norm_dist"] > 0 and last["grad_norm_main"] > 0
   assert 0 <= last["teacher_accuracy"] <= 1
-  # The teacher is frozen: its checkpoint is untouched and it was restored from the teacher's best step.
-  assert final_params(teacher_dir) is not None
+  # The run distilled from the teacher's best checkpoint, and left that checkpoint as it was.
+  assert len(restored) == 1
+  used, saved = by_path(restored[0].variables["params"]), by_path(teacher_before)
+  assert used.keys() == saved.keys() and len(saved) >= 8
+  for key, value in saved.items():
+    np.testing.assert_array_equal(used[key], value, err_msg=key)
+  jax.tree.map(np.testing.assert_array_equal, final_params(teacher_dir, best_step), teacher_before)
 
 
-def test_two_stage(teacher_dir, tmp_path):
+@pytest.mark.slow
+def test_two_stage(teacher_dir, tmp_path, tiny_config):
   config = tiny_config("kd_svd", teacher__workdir=teacher_dir, distill__mechanism="2stage", distill__init_epochs=1,
                        train__max_steps=11)
   summary = train.train_and_evaluate(config, str(tmp_path))
@@ -128,7 +110,8 @@ def test_two_stage(teacher_dir, tmp_path):
   assert main[-1]["lr"] == pytest.approx(0.02)
 
 
-def test_resume_matches_uninterrupted(tmp_path):
+@pytest.mark.slow
+def test_resume_matches_uninterrupted(tmp_path, tiny_config, final_params):
   """Stopping mid-epoch (as after a SIGKILL: only checkpoints survive) and restarting gives the same parameters."""
   config = tiny_config("student", train__checkpoint_every_steps=2)
   full = train.train_and_evaluate(config, str(tmp_path / "full"))
@@ -148,7 +131,8 @@ def test_resume_matches_uninterrupted(tmp_path):
   assert steps == sorted(steps) and len(steps) == len(set(steps))  # rows after the checkpoint were re-logged once
 
 
-def test_train_step_compiles_once():
+@pytest.mark.slow
+def test_train_step_compiles_once(tiny_config):
   """Epoch-dependent values (learning rate, sigmoid(epoch)) are traced: steps across epochs share one compilation."""
   config = tiny_config("kd_svd")
   config.model.name = config.teacher.name = "vgg8"  # BatchNorm networks: running statistics travel in "rest".
@@ -178,21 +162,25 @@ def test_train_step_compiles_once():
 # --- errors a user can hit ---------------------------------------------------------------------------------------
 
 
-def test_unknown_config_key(tmp_path):
+def test_unknown_config_key(tmp_path, tiny_config):
   config = tiny_config("teacher")
-  config.train.epochz = 3
-  with pytest.raises(ValueError, match=r"Unknown config key 'train.epochz'.*epochs"):
+  with pytest.raises(AttributeError, match='Did you mean "epochs"'):  # locked where built: fails where written
+    config.train.epochz = 3
+  with config.unlocked():  # a config built some other way is caught before the run
+    config.train.epochz = 3
+  with pytest.raises(ValueError, match=r"^Unknown config key 'train.epochz'. Did you mean 'train.epochs'\? Valid "
+                                       r"keys of train: batch_size, .*, max_steps.$"):
     train.train_and_evaluate(config, str(tmp_path))
 
 
-def test_bad_names(tmp_path):
+def test_bad_names(tmp_path, tiny_config):
   with pytest.raises(ValueError, match="not a network; valid"):
     train.train_and_evaluate(tiny_config("teacher", model__name="vgg99"), str(tmp_path))
   with pytest.raises(ValueError, match="mechanism"):
     train.train_and_evaluate(tiny_config("kd_svd", distill__mechanism="3stage"), str(tmp_path))
 
 
-def test_missing_teacher(tmp_path):
+def test_missing_teacher(tmp_path, tiny_config):
   with pytest.raises(ValueError, match="needs a teacher"):
     train.train_and_evaluate(tiny_config("kd_svd"), str(tmp_path / "a"))
   with pytest.raises(FileNotFoundError, match="Train the teacher first"):
@@ -201,7 +189,8 @@ def test_missing_teacher(tmp_path):
     train.train_and_evaluate(tiny_config("kd_svd", teacher__checkpoint=str(tmp_path)), str(tmp_path / "c"))
 
 
-def test_teacher_workdir_may_be_relative(teacher_dir, monkeypatch):
+@pytest.mark.slow
+def test_teacher_workdir_may_be_relative(teacher_dir, monkeypatch, tiny_config):
   """experiments/run_table.py passes the --root it was given, often relative; orbax needs absolute paths."""
   monkeypatch.chdir(os.path.dirname(teacher_dir))
   config = tiny_config("kd_svd", teacher__workdir=os.path.basename(teacher_dir))
@@ -211,18 +200,22 @@ def test_teacher_workdir_may_be_relative(teacher_dir, monkeypatch):
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(teacher.variables["params"]))
 
 
-def test_mismatched_teacher(teacher_dir, tmp_path):
+@pytest.mark.slow
+def test_mismatched_teacher(teacher_dir, tmp_path, tiny_config):
   with pytest.raises(ValueError, match="holds vgg_teacher \\(width 0.125\\).*width 0.25"):
     train.train_and_evaluate(tiny_config("kd_svd", teacher__workdir=teacher_dir, teacher__width=0.25), str(tmp_path))
 
 
-def test_tap_mismatch(teacher_dir, tmp_path):
+@pytest.mark.slow
+def test_tap_mismatch(teacher_dir, tmp_path, tiny_config):
   config = tiny_config("kd_svd", teacher__workdir=teacher_dir, model__width=0.25)  # student channels x2
-  with pytest.raises(ValueError, match="kd_svd"):
+  with pytest.raises(ValueError, match=r"^kd_svd: tap 0 channel counts differ: student \(2, 16, 16, 16\), teacher "
+                                       r"\(2, 16, 16, 8\); kd_svd compares"):
     train.train_and_evaluate(config, str(tmp_path))
 
 
-def test_workdir_with_other_config(tmp_path):
+@pytest.mark.slow
+def test_workdir_with_other_config(tmp_path, tiny_config):
   train.train_and_evaluate(tiny_config("student", train__max_steps=1), str(tmp_path))
   with pytest.raises(ValueError, match=r"different config.*optim.learning_rate.*--overwrite"):
     train.train_and_evaluate(tiny_config("student", train__max_steps=1, optim__learning_rate=0.5), str(tmp_path))
@@ -233,7 +226,8 @@ def test_workdir_with_other_config(tmp_path):
     assert json.load(f)["optim"]["learning_rate"] == 0.5
 
 
-def test_non_finite_loss_stops(tmp_path):
+@pytest.mark.slow
+def test_non_finite_loss_stops(tmp_path, tiny_config, final_params):
   config = tiny_config("student", optim__learning_rate=1e30, train__checkpoint_every_steps=1)
   with pytest.raises(FloatingPointError, match=r"at step \d+.*last good checkpoint is step"):
     train.train_and_evaluate(config, str(tmp_path))

@@ -1,0 +1,63 @@
+"""Fixtures shared by the end-to-end tests: the tiny training problem and a reader of a run's checkpointed parameters.
+
+`pytest -m "not slow"` skips the long end-to-end tests (marked `slow`); `pytest tests` runs everything.
+"""
+
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from svdkd_jax import checkpoint
+from svdkd_jax import recipes
+
+
+def tiny(variant: str = "teacher", **overrides) -> ml_collections.ConfigDict:
+  """The quickstart's `variant` on 2 digit classes at 32x32, VGG pair at width 1/8: ~290 training images, 9 steps
+  per epoch of 32, 72 eval images (2 padded batches of 64), 1 epoch. `section__key=value` overrides."""
+  config = recipes.quickstart(variant)
+  config.data.class_subset = 2
+  config.data.num_classes = 2
+  config.data.image_size = 32
+  config.data.augment = "sskd"
+  config.model.width = config.teacher.width = 0.125
+  config.train.batch_size = 32
+  config.train.eval_batch_size = 64
+  config.train.epochs = 1
+  config.optim.boundaries = (1,)
+  config.train.log_every_steps = 2
+  config.train.checkpoint_every_steps = 3
+  config.train.keep_checkpoints = 2
+  for key, value in overrides.items():
+    section, name = key.split("__")
+    config[section][name] = value
+  return config
+
+
+def read_params(workdir: str, step: int | None = None) -> dict:
+  """The params of checkpoint `step` (default: the latest) of the run in `workdir`, as host numpy arrays."""
+  if step is None:
+    manager = checkpoint.create_manager(os.path.join(workdir, "checkpoints"), keep=1, read_only=True)
+    step = manager.latest_step()
+    manager.close()
+  path = os.path.join(workdir, "checkpoints", str(step), "model")
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # The run may have had other devices/processes.
+  with checkpoint.ocp.StandardCheckpointer() as ckptr:
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                          ckptr.metadata(path).item_metadata.tree)
+    restored = ckptr.restore(path, target)
+  return jax.tree.map(np.asarray, restored["params"])
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+  """`tiny_config(variant="teacher", section__key=value, ...)`: the tiny problem's config (see `tiny`)."""
+  return tiny
+
+
+@pytest.fixture(scope="session")
+def final_params():
+  """`final_params(workdir, step=None)`: a run's checkpointed params (see `read_params`)."""
+  return read_params
