@@ -13,7 +13,8 @@ CONFIG = ROOT / "configs" / "regime_cifar10.py"
 def test_tokens_set_the_budget_holdout_and_schedule():
   module = config_files.load_module(CONFIG)
   config = module.get_config("labels=250,holdout,kd_svd_exact_mean")
-  assert (config.data.train_per_class, config.data.labels_per_class, config.data.holdout) == (1000, 250, 5000)
+  assert (config.data.train_per_class, config.data.labels_per_class, config.data.holdout) == (module.TRAIN_PER_CLASS,
+                                                                                             250, 5000)
   assert (config.distill.method, config.distill.svd_grad, config.distill.loss_scale) == ("kd_svd", "exact", "mean")
   assert config.train.epochs == module.EPOCHS and config.optim.boundaries == (module.EPOCHS // 2,
                                                                              3 * module.EPOCHS // 4)
