@@ -127,10 +127,9 @@ class MetricWriter:
     self.active = jax.process_index() == 0
     self.path = epath.Path(workdir) / METRICS_FILE
     self._checked_end = False
-    self._tb = None
-    if self.active and tensorboard:
-      import tensorboardX  # Imported here: only process 0 needs it.
-      self._tb = tensorboardX.SummaryWriter(os.fspath(epath.Path(workdir) / "tensorboard"))
+    self._tb_dir = os.fspath(epath.Path(workdir) / "tensorboard") if self.active and tensorboard else None
+    self._tb = None  # Opened at the first row: a writer never closed (a run failing before its first row)
+    # makes tensorboardX's exit handler print a traceback.
 
   def truncate_after(self, step: int) -> None:
     """Drops rows logged after `step` (a resumed run re-runs those steps and logs them again) and torn lines.
@@ -163,6 +162,9 @@ class MetricWriter:
       return
     row = {"step": int(step), **{k: _plain(v) for k, v in scalars.items()}}
     self._append(json.dumps(row) + "\n")
+    if self._tb is None and self._tb_dir is not None:
+      import tensorboardX  # Imported here: only process 0 needs it.
+      self._tb = tensorboardX.SummaryWriter(self._tb_dir)
     if self._tb is not None:
       for key, value in row.items():
         if key != "step" and isinstance(value, (int, float)):
@@ -171,6 +173,7 @@ class MetricWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self._tb = None
 
 
 def read_metrics(workdir: str) -> list[dict]:
