@@ -166,3 +166,11 @@ def test_tfds_records_are_checked_as_read():
     src[3]
   with pytest.raises(sources.DataError, match=r"^split 'train\[:4\]': labels must be in \[0, 10\)"):
     src.labels()
+
+
+def test_tfds_not_prepared_is_one_line(tmp_path):
+  pytest.importorskip("tensorflow_datasets")
+  with pytest.raises(FileNotFoundError) as e:
+    sources.load_tfds("cifar100", "train", str(tmp_path), 32)
+  assert "\n" not in str(e.value) and f"`pip install tensorflow && tfds build cifar100 --data_dir {tmp_path} " \
+      "--file_format=array_record`, then copy that folder here" in str(e.value)

@@ -479,10 +479,10 @@ def _tfds_missing(name: str, data_dir: str, cause: Exception) -> FileNotFoundErr
   where = f"--data_dir {data_dir}" if data_dir else "(default ~/tensorflow_datasets)"
   return FileNotFoundError(
       f"tfds dataset {name!r} is not prepared in {data_dir or '~/tensorflow_datasets'} ({type(cause).__name__}: "
-      f"{str(cause)[:200]}). On a machine with internet run once:\n"
-      f"  pip install tensorflow && tfds build {name} {where} --file_format=array_record\n"
+      f"{' '.join(str(cause).split())[:200]}). On a machine with internet run once "
+      f"`pip install tensorflow && tfds build {name} {where} --file_format=array_record`, "
       f"then copy that folder here or point config.data.data_dir at it (a gs:// path works), or use "
-      f"config.data.source='archive' / 'digits' offline.")
+      f"config.data.source='archive' / 'digits' offline.")  # One line: main.py prints it as `error: ...`.
 
 
 def load_tfds(name: str, split: str, data_dir: str = "", image_size: int = 0, image_key: str = "image",
