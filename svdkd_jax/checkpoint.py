@@ -152,7 +152,7 @@ def _check_arrays(step_dir: epath.Path, item: str) -> None:
         name, driver = key.rsplit("/", 1)[0], "zarr" if key.endswith(".zarray") else "zarr3"
         spec = {"driver": driver, "kvstore": {"driver": "ocdbt", "base": base, "path": name + "/"}}
         ts.open(spec, open=True, read=True).result().read().result()
-  except Exception as e:  # tensorstore raises ValueError/OSError/... for every kind of damage  # pylint: disable=broad-except
+  except Exception as e:  # pylint: disable=broad-except  (tensorstore raises several types for damage)
     raise CheckpointUnreadableError(step_dir, f"{item}/{name} ({_short(e)})") from None
 
 

@@ -128,8 +128,7 @@ def check_split(source: Source, split: str, num_classes: int) -> None:
   one size. Complete for in-memory sources; a record source (tfds) is checked on its first record and on the
   labels if already read (each record it reads later is checked as it is read, see `TfdsSource`)."""
   where = f"split {split!r}"
-  if isinstance(source, ArraySource):
-    check_image(source.images[0] if len(source) else np.zeros((1, 1, 3), np.uint8), None, where)
+  if isinstance(source, ArraySource):  # (its constructor already requires uint8 [N, H, W, 3] images)
     check_labels(source.labels, num_classes, where)
     return
   if len(source):
@@ -237,7 +236,8 @@ def load_digits(split: str, image_size: int = 32) -> ArraySource:
 
 # --- archive: the JPEG-bytes .npz format of ../shared/data/README.md ---
 
-ARCHIVE_FIX = "Copy the archive again from its source (../shared/data/README.md), or set config.data.path to a good copy."
+ARCHIVE_FIX = ("Copy the archive again from its source (../shared/data/README.md), or set config.data.path to a good "
+               "copy.")
 
 
 def _sha256(array: np.ndarray) -> str:
