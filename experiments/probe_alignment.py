@@ -33,6 +33,7 @@ import numpy as np
 from svdkd_jax import checkpoint
 from svdkd_jax import distill
 from svdkd_jax import input_pipeline
+from svdkd_jax import metrics
 from svdkd_jax import parallel
 from svdkd_jax import svd
 from svdkd_jax import train
@@ -41,8 +42,12 @@ BATCH = 128
 
 
 def _run_config(workdir: str) -> dict:
-  with open(os.path.join(workdir, train.CONFIG_FILE)) as f:
-    return json.load(f)
+  """The run's config.json; ValueError naming it when it is missing or damaged."""
+  path = os.path.join(workdir, train.CONFIG_FILE)
+  config = metrics.read_json(path)
+  if not isinstance(config, dict):
+    raise ValueError(f"{path} is missing or damaged (not a JSON object): {workdir} is not a usable run workdir.")
+  return config
 
 
 def _restore(config: dict, workdir: str, num_classes: int, mesh, image_size: int) -> train.Network:

@@ -24,20 +24,15 @@ import numpy as np
 
 from svdkd_jax import checkpoint
 from svdkd_jax import input_pipeline
+from svdkd_jax import metrics as metrics_lib
 from svdkd_jax import parallel
 from svdkd_jax import train
 from svdkd_jax.data import sources
 
 
 def heldout_curve(workdir: pathlib.Path) -> list[float]:
-  evals = {}
-  for line in (workdir / "metrics.jsonl").read_text().splitlines():
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError:
-      continue  # a line cut by an interruption
-    if "eval_accuracy" in row:
-      evals[row["epoch"]] = 100 * row["eval_accuracy"]
+  evals = {r["epoch"]: 100 * r["eval_accuracy"] for r in metrics_lib.read_jsonl(workdir / "metrics.jsonl")
+           if "eval_accuracy" in r}  # a resumed run may log an epoch twice: the later row wins
   return [evals[e] for e in sorted(evals)]
 
 

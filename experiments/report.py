@@ -24,6 +24,8 @@ import statistics
 import sys
 from collections.abc import Sequence
 
+from svdkd_jax import metrics
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Display order and labels (variant names of configs/cifar100_vgg.py).
@@ -65,21 +67,14 @@ class RunResult:
 
 
 def _read_json(path: pathlib.Path) -> dict:
-  try:
-    return json.loads(path.read_text())
-  except (FileNotFoundError, json.JSONDecodeError):
-    return {}
+  """{} for a missing file, and (with a warning) for a damaged one."""
+  data = metrics.read_json(path)
+  return data if isinstance(data, dict) else {}
 
 
 def _read_lines(path: pathlib.Path) -> list[dict]:
-  rows = []
-  if path.is_file():
-    for line in path.read_text().splitlines():
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        pass  # a line cut by an interruption
-  return rows
+  """metrics.jsonl rows; a line cut by an interruption is skipped (with a warning)."""
+  return metrics.read_jsonl(path) if path.is_file() else []
 
 
 def _command(workdir: pathlib.Path) -> str:

@@ -11,14 +11,14 @@ SEEDS_PER_VARIANT runs only on that many of the file's TABLE_SEEDS (the first on
 `--config.teacher.workdir` pointing at it. Each run is one `python -m svdkd_jax.main` process (output appended to
 `WORKDIR/run.log`), seed by seed (every variant of the first seed, then of the next); a run whose `summary.json`
 says `complete` is skipped, an incomplete one resumes from its last checkpoint (the trainer does that for the same
-command). One line per run is printed, then mean +- std per variant.
-Exit status 1 if any run failed (the others still ran, except students of a failed teacher).
+command). A run whose workdir another process holds (`svdkd_jax.workdir_lock`, e.g. a second runner on the same
+ROOT) is skipped as `busy`, so no run is ever trained twice at once. One line per run is printed, then mean +- std
+per variant. Exit status 1 if any run failed (the others still ran, except students of a failed teacher).
 """
 
 import argparse
 import dataclasses
 import functools
-import json
 import os
 import pathlib
 import statistics
@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from svdkd_jax import config_files
+from svdkd_jax import metrics
+from svdkd_jax import workdir_lock
 
 SUMMARY_FILE = "summary.json"
 
@@ -78,11 +80,9 @@ def plan(config_spec: str, root: str, *, variants: Sequence[str] = (), seeds: Se
 
 
 def read_summary(workdir: str) -> dict | None:
-  try:
-    with open(os.path.join(workdir, SUMMARY_FILE)) as f:
-      return json.load(f)
-  except (FileNotFoundError, json.JSONDecodeError):
-    return None
+  """The run's summary.json; None if missing or (with a warning) damaged."""
+  summary = metrics.read_json(os.path.join(workdir, SUMMARY_FILE))
+  return summary if isinstance(summary, dict) else None
 
 
 def is_complete(workdir: str, *, needs_checkpoint: bool = False) -> bool:
@@ -125,15 +125,20 @@ def main_command(run: Run, overrides: Sequence[str] = (), *, teacher_checkpoint:
 
 def subprocess_runner(run: Run, overrides: Sequence[str], *, verbose: bool = False,
                       teacher_checkpoint: str = "best") -> int:
-  """Runs one training process; its output goes to WORKDIR/run.log (and to the terminal with verbose)."""
-  os.makedirs(run.workdir, exist_ok=True)
-  cmd = main_command(run, overrides, teacher_checkpoint=teacher_checkpoint)
-  if verbose:
-    return subprocess.call(cmd)
-  with open(os.path.join(run.workdir, "run.log"), "a") as log:
-    log.write(f"\n$ {' '.join(cmd)}\n")
-    log.flush()
-    return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+  """Runs one training process; its output goes to WORKDIR/run.log (and to the terminal with verbose).
+
+  Holds the workdir's lock while the trainer runs (the trainer inherits it); raises
+  `workdir_lock.WorkdirLockedError` without starting anything if another process holds it.
+  """
+  with workdir_lock.acquire(run.workdir) as lock:
+    cmd = main_command(run, overrides, teacher_checkpoint=teacher_checkpoint)
+    spawn = dict(env=lock.child_env(), pass_fds=(lock.fd,) if lock.active else ())
+    if verbose:
+      return subprocess.call(cmd, **spawn)
+    with open(os.path.join(run.workdir, "run.log"), "a") as log:
+      log.write(f"\n$ {' '.join(cmd)}\n")
+      log.flush()
+      return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, **spawn)
 
 
 def _line(run: Run, status: str, summary: dict | None, seconds: float | None = None) -> str:
@@ -147,7 +152,8 @@ def _line(run: Run, status: str, summary: dict | None, seconds: float | None = N
 def run_table(runs: Sequence[Run], *, overrides: Sequence[str] = (), dry_run: bool = False,
               runner: Callable[[Run, Sequence[str]], int] = subprocess_runner,
               echo: Callable[[str], None] = functools.partial(print, flush=True)) -> list[Run]:
-  """Trains `runs` in order (teacher first), skipping complete ones; returns the runs that failed."""
+  """Trains `runs` in order (teacher first), skipping complete ones and ones another process is training (`busy`,
+  not counted as failed); returns the runs that failed."""
   failed = []
   for run in runs:
     if is_complete(run.workdir, needs_checkpoint=not run.teacher_workdir):
@@ -161,7 +167,11 @@ def run_table(runs: Sequence[Run], *, overrides: Sequence[str] = (), dry_run: bo
       failed.append(run)
       continue
     start = time.time()
-    rc = runner(run, overrides)
+    try:
+      rc = runner(run, overrides)
+    except workdir_lock.WorkdirLockedError as e:
+      echo(_line(run, "busy", read_summary(run.workdir)) + f"  (skipped: in use by {e.holder})")
+      continue
     summary = read_summary(run.workdir)
     done = rc == 0 and bool(summary and summary.get("complete"))
     status = "done" if done else f"FAILED:{rc}"

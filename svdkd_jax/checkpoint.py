@@ -8,19 +8,42 @@ Layout of `WORKDIR/checkpoints/<step>/` (one orbax `CheckpointManager`, one sub-
 Kept: the last `keep` checkpoints plus the best one by `eval_accuracy` (saved with metrics at each epoch end).
 A teacher is restored from its run's best checkpoint (else latest) or from an explicit `<step>` directory; only its
 `model` item is read, so the teacher run's optimiser does not matter.
+
+Every restore first checks the step directory (`check_step`): each array decodes and the stored names and shapes
+match the target. So a damaged checkpoint is reported as `CheckpointUnreadableError` naming its directory, and a
+checkpoint of another network as `CheckpointMismatchError`, before orbax reads anything: orbax, when one array read
+fails, closes its event loop while the other reads are in flight, whose completions then print "Event loop is
+closed" tracebacks until the process exits. `restore_latest` resumes from the newest readable step, setting damaged
+newer ones aside as `<step>.unreadable`.
 """
 
 import dataclasses
 import json
+import logging
 import os
 from typing import Any
 
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_managers
+import tensorstore as ts
 
 BEST_METRIC = "eval_accuracy"
+UNREADABLE_SUFFIX = ".unreadable"
+
+
+class CheckpointUnreadableError(ValueError):
+  """A checkpoint whose files cannot be read (cut short, overwritten, missing); `step_dir` names it."""
+
+  def __init__(self, step_dir: epath.Path, problem: str, fix: str = ""):
+    super().__init__(f"Checkpoint {step_dir} is unreadable: {problem}." + (f" {fix}" if fix else ""))
+    self.step_dir, self.problem = step_dir, problem
+
+
+class CheckpointMismatchError(ValueError):
+  """A readable checkpoint holding other arrays (names or shapes) than the network/optimiser it is restored into."""
 
 
 class DataIteratorHandler(ocp.CheckpointHandler):
@@ -101,14 +124,155 @@ def save(manager: ocp.CheckpointManager, step: int, *, model: Any, opt: Any, met
   return manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
 
+def _short(e: BaseException) -> str:
+  """An exception as one short line (tensorstore appends its whole JSON spec to its messages)."""
+  text = " ".join(str(e).split("[tensorstore_spec")[0].split())
+  return f"{type(e).__name__}: {text[:300]}"
+
+
+def _kvstore_url(item_dir: epath.Path) -> str:
+  path = str(item_dir)
+  return (path if "://" in path else "file://" + os.path.abspath(path)).rstrip("/") + "/"
+
+
+def _check_arrays(step_dir: epath.Path, item: str) -> None:
+  """Reads and decodes every array of an OCDBT item (orbax's default format) with blocking tensorstore calls."""
+  item_dir = step_dir / item
+  if not (item_dir / "manifest.ocdbt").exists():
+    if not item_dir.exists():
+      raise CheckpointUnreadableError(step_dir, f"its {item}/ directory is missing")
+    return  # Not OCDBT (older orbax layouts): orbax alone reads it.
+  base = _kvstore_url(item_dir)
+  name = ""  # the array being read ("" while listing the database)
+  try:
+    keys = ts.KvStore.open({"driver": "ocdbt", "base": base}).result().list().result()
+    for key in sorted(keys):
+      key = key.decode()
+      if key.endswith(("/.zarray", "/zarr.json")):
+        name, driver = key.rsplit("/", 1)[0], "zarr" if key.endswith(".zarray") else "zarr3"
+        spec = {"driver": driver, "kvstore": {"driver": "ocdbt", "base": base, "path": name + "/"}}
+        ts.open(spec, open=True, read=True).result().read().result()
+  except Exception as e:  # pylint: disable=broad-except  (tensorstore raises several types for damage)
+    raise CheckpointUnreadableError(step_dir, f"{item}/{name} ({_short(e)})") from None
+
+
+def _names_and_shapes(tree: Any) -> dict[str, tuple[int, ...] | None]:
+  """{"params.conv.kernel.value": shape} for every leaf; None for PRNG keys (stored as their raw uint32 data)."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    dtype = getattr(leaf, "dtype", None)
+    key = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    out[jax.tree_util.keystr(path, simple=True, separator=".")] = None if key else tuple(getattr(leaf, "shape", ()))
+  return out
+
+
+def _check_structure(step_dir: epath.Path, item: str, target: Any) -> None:
+  """CheckpointMismatchError unless the item stores exactly the target's leaves, with the same shapes."""
+  handler = ocp.StandardCheckpointHandler()  # (A Checkpointer would also look for step metadata, and warn.)
+  try:
+    stored = _names_and_shapes(handler.metadata(step_dir / item).tree)
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointUnreadableError(step_dir, f"the metadata of {item}/ ({_short(e)})") from None
+  finally:
+    handler.close()
+  wanted = _names_and_shapes(target)
+  problems = [f"{k} missing" for k in sorted(set(wanted) - set(stored))]
+  problems += [f"{k} unexpected" for k in sorted(set(stored) - set(wanted))]
+  problems += [f"{k} is {list(stored[k])}, expected {list(wanted[k])}" for k in sorted(set(stored) & set(wanted))
+               if None not in (stored[k], wanted[k]) and stored[k] != wanted[k]]
+  if problems:
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    raise CheckpointMismatchError(f"Checkpoint {step_dir / item} does not match what it is restored into: "
+                                  f"{'; '.join(problems[:5])}{more}.")
+
+
+def _check_json(step_dir: epath.Path, path: epath.Path) -> None:
+  try:
+    json.loads(path.read_text())
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointUnreadableError(step_dir, f"{path.relative_to(step_dir)} ({_short(e)})") from None
+
+
+def check_step(step_dir: epath.Path, targets: dict[str, Any], *, json_items: tuple[str, ...] = ()) -> None:
+  """Raises CheckpointUnreadableError if an array of `targets`' items (or a JSON item) cannot be read, and
+  CheckpointMismatchError if an item stores other names/shapes than its target. Reads every array once."""
+  step_dir = epath.Path(step_dir)
+  if not step_dir.exists():
+    raise CheckpointUnreadableError(step_dir, "the directory is missing")
+  for item, target in targets.items():
+    _check_arrays(step_dir, item)
+    _check_structure(step_dir, item, target)
+  for item in json_items:
+    if item == "data":  # A missing file (another process count) is left to DataIteratorHandler's message.
+      path = DataIteratorHandler()._file(step_dir / "data")  # pylint: disable=protected-access
+      if path.exists():
+        _check_json(step_dir, path)
+    elif (step_dir / item / "metadata").exists():
+      _check_json(step_dir, step_dir / item / "metadata")
+
+
+def step_dir_of(manager: ocp.CheckpointManager, step: int) -> epath.Path:
+  return epath.Path(manager.directory) / str(step)
+
+
 def restore(manager: ocp.CheckpointManager, step: int, *, model: Any, opt: Any,
             data_iterator: Any = None) -> tuple[Any, Any, dict]:
-  """Restores (model, opt, meta) of `step` onto the shardings of the abstract targets; sets the iterator state."""
+  """Restores (model, opt, meta) of `step` onto the shardings of the abstract targets; sets the iterator state.
+
+  Raises CheckpointUnreadableError / CheckpointMismatchError (see `check_step`) without starting orbax's reads.
+  """
+  step_dir = step_dir_of(manager, step)
+  check_step(step_dir, {"model": model, "opt": opt}, json_items=("meta",) + (("data",) if data_iterator else ()))
   items = dict(model=ocp.args.StandardRestore(model), opt=ocp.args.StandardRestore(opt), meta=ocp.args.JsonRestore())
   if data_iterator is not None:
     items["data"] = DataIteratorRestore(data_iterator)
   out = manager.restore(step, args=ocp.args.Composite(**items))
   return out["model"], out["opt"], out["meta"]
+
+
+def _set_aside(manager: ocp.CheckpointManager, step: int) -> epath.Path:
+  """Renames a damaged step directory to `<step>.unreadable` (kept for inspection, invisible to orbax: not a step
+  name), so that later saves of that step number and the keep-last-N policy see only good checkpoints."""
+  src = step_dir_of(manager, step)
+  dst = src.parent / f"{step}{UNREADABLE_SUFFIX}"
+  if jax.process_index() == 0:
+    n = 1
+    while dst.exists():
+      dst, n = src.parent / f"{step}{UNREADABLE_SUFFIX}{n}", n + 1
+    src.rename(dst)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"svdkd_set_aside_{step}")
+  return dst
+
+
+def restore_latest(manager: ocp.CheckpointManager, *, model: Any, opt: Any, data_iterator: Any = None
+                  ) -> tuple[int, Any, Any, dict] | None:
+  """(step, model, opt, meta) of the newest readable checkpoint, or None if there is none at all.
+
+  A newer damaged checkpoint is set aside as `<step>.unreadable` with a warning naming it, and the run resumes from
+  the one before. A structure mismatch is raised, not skipped (an older step would not match either). If every
+  checkpoint is damaged, raises CheckpointUnreadableError for the newest.
+  """
+  damaged = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      model_out, opt_out, meta = restore(manager, step, model=model, opt=opt, data_iterator=data_iterator)
+    except CheckpointUnreadableError as e:
+      damaged.append(e)
+      continue
+    for e in damaged:
+      dst = _set_aside(manager, int(e.step_dir.name))
+      logging.warning("%s Resuming from step %d instead; the damaged checkpoint is kept as %s.", e, step, dst)
+    if damaged:
+      manager.reload()
+    return step, model_out, opt_out, meta
+  if damaged:
+    steps = ", ".join(e.step_dir.name for e in damaged)
+    raise CheckpointUnreadableError(
+        damaged[0].step_dir, damaged[0].problem,
+        f"No checkpoint of this run is readable (steps {steps}): restore {manager.directory} from a copy, or move "
+        "it away to train from scratch.")
+  return None
 
 
 def find_teacher_step_dir(workdir: str = "", checkpoint: str = "") -> epath.Path:
@@ -152,6 +316,20 @@ def read_meta(step_dir: epath.Path) -> dict:
 
 
 def restore_model(step_dir: epath.Path, abstract_model: Any) -> Any:
-  """Restores only the `model` item of a checkpoint onto the shardings of `abstract_model`."""
+  """Restores only the `model` item of a checkpoint onto the shardings of `abstract_model`.
+
+  Raises CheckpointUnreadableError (naming the step directory; point config.teacher.checkpoint at another step)
+  or CheckpointMismatchError before orbax reads anything.
+  """
+  step_dir = epath.Path(step_dir)
+  try:
+    check_step(step_dir, {"model": abstract_model})
+  except CheckpointUnreadableError as e:
+    others = sorted((p.name for p in step_dir.parent.iterdir() if p.name.isdigit() and p.name != step_dir.name),
+                    key=int) if step_dir.parent.exists() else []
+    hint = f" (other steps there: {', '.join(others)})" if others else ""
+    raise CheckpointUnreadableError(
+        step_dir, e.problem, f"Point config.teacher.checkpoint at another step of that run{hint}, or train the "
+        "teacher again.") from None
   with ocp.StandardCheckpointer() as ckptr:
-    return ckptr.restore(epath.Path(step_dir) / "model", abstract_model)
+    return ckptr.restore(step_dir / "model", abstract_model)

@@ -1,8 +1,11 @@
 """Metrics: JSON lines in the workdir, TensorBoard events (tensorboardX, no TensorFlow), a progress bar, a summary.
 
 Only process 0 writes. `WORKDIR/metrics.jsonl` holds one JSON object per logged event, e.g.
-`{"step": 400, "epoch": 1, "lr": 0.01, "train_loss": 2.3, ..., "images_per_sec": 150.2}`; read it with pandas
-(`pd.read_json(path, lines=True)`) or jq.
+`{"step": 400, "epoch": 1, "lr": 0.01, "train_loss": 2.3, ..., "images_per_sec": 150.2}`; read it with
+`read_jsonl` (which skips a last line cut short by a killed run), pandas or jq.
+
+Files go through `etils.epath`, so a workdir may be local or a URL (gs://...). Whole-file writes (summary.json,
+config.json, a truncated metrics.jsonl) are atomic: a reader sees the old file or the new one, never half of one.
 """
 
 import json
@@ -13,6 +16,7 @@ import sys
 import time
 from typing import Any
 
+from etils import epath
 import jax
 import numpy as np
 import tqdm
@@ -46,32 +50,121 @@ def _plain(value: Any) -> Any:
   return value
 
 
+def _is_url(path: str | os.PathLike) -> bool:
+  return "://" in os.fspath(path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+  """Replaces the file `path` by `text` in one step (a killed writer leaves the old file, never half a new one).
+
+  Local: a temporary file in the same folder, flushed to disk, then `os.replace`. A URL (gs://...): one upload,
+  which object stores make visible all at once.
+  """
+  if _is_url(path):
+    epath.Path(path).write_text(text)
+    return
+  tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())  # Without it a power cut can leave the renamed file empty.
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+  """Writes `obj` as indented JSON, atomically (numpy/jax scalars as numbers, anything else via `str`)."""
+  write_text_atomic(path, json.dumps(jax.tree.map(_plain, obj), indent=2, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+  """The JSON in `path`; None if it is missing, or (with a warning naming it) if it is not valid JSON."""
+  path = epath.Path(path)
+  if not path.exists():
+    return None
+  text = path.read_text()
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    logging.warning("%s is not valid JSON (%s, in %d bytes): it was cut short or damaged; ignoring it.", path, e,
+                    len(text))
+    return None
+
+
+def _parse_lines(path: epath.Path, text: str) -> list[tuple[str, dict]]:
+  """(line, row) for each line of `text` that is a JSON object; warns once per skipped line."""
+  out = []
+  for number, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError:
+      row = None
+    if not isinstance(row, dict):
+      logging.warning("%s line %d is not a JSON object (cut short when a run was killed?); skipped: %.60r",
+                      path, number, line)
+      continue
+    out.append((line, row))
+  return out
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+  """The rows of a JSON-lines file such as `metrics.jsonl`. A line that does not parse (the last line of a run
+  killed mid-write) is skipped with a warning naming the file and line. Raises FileNotFoundError if missing."""
+  path = epath.Path(path)
+  return [row for _, row in _parse_lines(path, path.read_text())]
+
+
 class MetricWriter:
   """Appends scalars to `metrics.jsonl` and TensorBoard event files under `WORKDIR/tensorboard`."""
 
   def __init__(self, workdir: str, *, tensorboard: bool = True):
     self.active = jax.process_index() == 0
-    self.path = os.path.join(workdir, METRICS_FILE)
-    self._tb = None
-    if self.active and tensorboard:
-      import tensorboardX  # Imported here: only process 0 needs it.
-      self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self.path = epath.Path(workdir) / METRICS_FILE
+    self._checked_end = False
+    self._tb_dir = os.fspath(epath.Path(workdir) / "tensorboard") if self.active and tensorboard else None
+    self._tb = None  # Opened at the first row: a writer never closed (a run failing before its first row)
+    # makes tensorboardX's exit handler print a traceback.
 
   def truncate_after(self, step: int) -> None:
-    """Drops rows logged after `step` (a resumed run re-runs those steps and logs them again)."""
-    if not self.active or not os.path.exists(self.path):
+    """Drops rows logged after `step` (a resumed run re-runs those steps and logs them again) and torn lines.
+
+    The file is replaced atomically: a run killed during the rewrite keeps the old file.
+    """
+    if not self.active or not self.path.exists():
       return
-    with open(self.path) as f:
-      rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-    with open(self.path, "w") as f:
-      f.writelines(rows)
+    kept = [line + "\n" for line, row in _parse_lines(self.path, self.path.read_text()) if row.get("step", 0) <= step]
+    write_text_atomic(self.path, "".join(kept))
+    self._checked_end = True
+
+  def _append(self, line: str) -> None:
+    if _is_url(self.path):  # Objects cannot be appended to: rewrite (one upload, atomic).
+      old = self.path.read_text() if self.path.exists() else ""
+      self.path.write_text(old + ("\n" if old and not old.endswith("\n") else "") + line)
+      return
+    with open(self.path, "a+b") as f:
+      # A run killed mid-write leaves a last line without its newline; start a new line so that the first row
+      # written now does not merge into it (the torn line is then skipped by readers, this row kept).
+      if not self._checked_end and f.seek(0, os.SEEK_END) > 0:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) != b"\n":
+          line = "\n" + line
+      f.write(line.encode())
+    self._checked_end = True
 
   def write(self, step: int, scalars: dict[str, Any]) -> None:
     if not self.active:
       return
     row = {"step": int(step), **{k: _plain(v) for k, v in scalars.items()}}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    self._append(json.dumps(row) + "\n")
+    if self._tb is None and self._tb_dir is not None:
+      import tensorboardX  # Imported here: only process 0 needs it.
+      self._tb = tensorboardX.SummaryWriter(self._tb_dir)
     if self._tb is not None:
       for key, value in row.items():
         if key != "step" and isinstance(value, (int, float)):
@@ -80,12 +173,12 @@ class MetricWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self._tb = None
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  """All rows of `WORKDIR/metrics.jsonl`."""
-  with open(os.path.join(workdir, METRICS_FILE)) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """All rows of `WORKDIR/metrics.jsonl` (a torn last line skipped, see `read_jsonl`)."""
+  return read_jsonl(epath.Path(workdir) / METRICS_FILE)
 
 
 class Progress:
@@ -123,16 +216,11 @@ def write_summary(workdir: str, summary: dict[str, Any]) -> None:
   """Writes `WORKDIR/summary.json` atomically (the table runner skips runs whose summary says complete)."""
   if jax.process_index() != 0:
     return
-  path = os.path.join(workdir, SUMMARY_FILE)
-  with open(path + ".tmp", "w") as f:
-    json.dump(jax.tree.map(_plain, summary), f, indent=2, default=str)
-  os.replace(path + ".tmp", path)
+  write_json(epath.Path(workdir) / SUMMARY_FILE, summary)
 
 
 def read_summary(workdir: str) -> dict | None:
-  """`WORKDIR/summary.json`, or None if the run never finished writing one."""
-  path = os.path.join(workdir, SUMMARY_FILE)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+  """`WORKDIR/summary.json`, or None if the run never finished writing one (or, with a warning, if it is damaged:
+  the run is then treated as unfinished and resumes from its checkpoints)."""
+  summary = read_json(epath.Path(workdir) / SUMMARY_FILE)
+  return summary if isinstance(summary, dict) else None

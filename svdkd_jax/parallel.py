@@ -11,6 +11,7 @@ while building this package; svd.py's custom VJP is not affected).
 import os
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
@@ -31,11 +32,26 @@ def maybe_initialize_distributed() -> bool:
         coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
         num_processes=int(env["JAX_NUM_PROCESSES"]),
         process_id=int(env["JAX_PROCESS_ID"]))
+    connect_cpu_collectives()
     return True
   if "TPU_WORKER_HOSTNAMES" in env and "," in env["TPU_WORKER_HOSTNAMES"]:
     jax.distributed.initialize()  # Cloud TPU pod slice: jax finds everything itself.
     return True
   return False
+
+
+def connect_cpu_collectives() -> None:
+  """Sets up the cross-process CPU transport now, while the processes are in step (multi-process CPU runs only).
+
+  XLA connects its CPU collectives (gloo) at the first cross-process collective and gives up if the other processes
+  have not arrived within 30 seconds ("Gloo context initialization failed: DEADLINE_EXCEEDED"). A run's first
+  collective would otherwise be the checkpoint manager's barrier, reached after loading data and compiling: work
+  whose duration differs between processes by more than that on a loaded machine. Backend start-up (`jax.devices()`)
+  is a rendezvous without that limit, so a collective right after it finds every process there; later collectives
+  reuse the connection and wait as long as a slow process needs.
+  """
+  if jax.process_count() > 1 and jax.default_backend() == "cpu":
+    multihost_utils.sync_global_devices("svdkd_jax: connect CPU collectives")
 
 
 def create_mesh(devices: list | None = None) -> Mesh:

@@ -389,7 +389,7 @@ def test_notebook_plot_cell_reads_metrics_jsonl(tmp_path):
     d.mkdir()
     rows = [{"step": 10, "epoch": 0, "loss": 2.0}, {"step": 10, "epoch": 0, "eval_accuracy": 0.25},
             {"step": 20, "epoch": 1, "eval_accuracy": 0.5}]
-    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 25, "ev')  # killed
     (d / "summary.json").write_text(json.dumps({"complete": True}))
     dirs[name] = str(d)
   plt.close("all")

@@ -12,6 +12,8 @@ import jax
 import numpy as np
 import pytest
 
+from svdkd_jax import metrics
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The tiny student of tests/conftest.py: 9 steps per epoch, 2 epochs, a checkpoint every 2 steps.
 ARGS = ["-m", "svdkd_jax.main", "--config", "configs/quickstart.py:student", "--config.data.class_subset=2",
@@ -42,7 +44,7 @@ def _wait_for_step(proc, workdir, step, timeout=900):
   while time.time() - t0 < timeout:
     assert proc.poll() is None, proc.stderr.read()[-3000:]
     if path.exists():
-      rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+      rows = metrics.read_jsonl(path)  # the trainer may be half-way through writing the last line
       if any(r["step"] >= step and "loss" in r for r in rows):
         return
     time.sleep(0.2)

@@ -9,6 +9,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -93,21 +94,68 @@ MAIN_ARGS = ["-m", "svdkd_jax.main", "--config", "configs/quickstart.py:student"
              "--config.train.checkpoint_every_steps=100"]
 
 
+def _run_processes(args: list[str], tmp_path, *, main_flags: bool = False, timeout: float = 900) -> list[str]:
+  """Runs `python ARGS` as processes 0 and 1 of a 2-process run on 127.0.0.1; returns their output.
+
+  The cluster is given as svdkd_jax.main's flags (`main_flags`) or as JAX_* environment variables. Output goes to
+  files (a full pipe left unread would block a process, and with it the other one, in a collective). When one
+  process fails, the other is stopped: it would wait for its peer until the coordinator's timeouts.
+  """
+  port = _free_port()
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTEST_CURRENT_TEST")}
+  cluster = [(f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}") for i in range(2)]
+  envs = [{**env, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)}
+          for i in range(2)]
+  logs = [tmp_path / f"process_{i}.log" for i in range(2)]
+  outs = [open(log, "w") for log in logs]
+  procs = [subprocess.Popen([sys.executable, *args, *(cluster[i] if main_flags else ())],
+                            env=env if main_flags else envs[i], cwd=ROOT, stdout=outs[i],
+                            stderr=subprocess.STDOUT) for i in range(2)]
+  deadline = time.time() + timeout
+  try:
+    while any(p.poll() is None for p in procs):
+      if any(p.poll() not in (None, 0) for p in procs) or time.time() > deadline:
+        break
+      time.sleep(0.5)
+  finally:
+    for p, out in zip(procs, outs):
+      if p.poll() is None:
+        p.kill()
+      p.wait()
+      out.close()
+  errs = [log.read_text() for log in logs]
+  for i, (p, err) in enumerate(zip(procs, errs)):
+    assert p.returncode == 0, f"process {i} exited with {p.returncode}:\n{err[-4000:]}"
+  return errs
+
+
 def test_two_processes_match_one(tmp_path, final_params):
   """Two processes (one CPU device each) on 127.0.0.1 train the same parameters as one process."""
   one = _run(MAIN_ARGS + ["--workdir", str(tmp_path / "one")], {})
   assert one.returncode == 0, one.stderr[-4000:]
-  port = _free_port()
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTEST_CURRENT_TEST")}
-  procs = [subprocess.Popen(
-      [sys.executable, *MAIN_ARGS, "--workdir", str(tmp_path / "two"), f"--coordinator_address=127.0.0.1:{port}",
-       "--num_processes=2", f"--process_id={i}"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True) for i in range(2)]
-  outs = [p.communicate(timeout=900) for p in procs]
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-4000:]
+  _run_processes(MAIN_ARGS + ["--workdir", str(tmp_path / "two")], tmp_path, main_flags=True)
   summary = json.loads((tmp_path / "two" / "summary.json").read_text())
   assert summary["processes"] == 2 and summary["devices"] == 2 and summary["step"] == 3
   a, b = final_params(str(tmp_path / "one")), final_params(str(tmp_path / "two"))
   import jax  # pylint: disable=g-import-not-at-top
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4, atol=1e-6), a, b)
+
+
+LAGGING = r"""
+import sys, time
+from svdkd_jax import parallel
+assert parallel.maybe_initialize_distributed()
+import jax
+from jax.experimental import multihost_utils
+if jax.process_index() == 1:
+  time.sleep(float(sys.argv[1]))  # loading data and compiling took this much longer on process 1
+multihost_utils.sync_global_devices("the run's first barrier")
+print("in step", jax.process_index())
+"""
+
+
+def test_processes_may_reach_their_first_collective_far_apart(tmp_path):
+  """XLA's CPU collectives give up connecting after 30 s: a run whose processes reached their first collective more
+  than 30 s apart (as under load) failed with "Gloo context initialization failed: DEADLINE_EXCEEDED"."""
+  errs = _run_processes(["-c", LAGGING, "35"], tmp_path, timeout=300)
+  assert "in step 0" in errs[0] and "in step 1" in errs[1]

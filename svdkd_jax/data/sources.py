@@ -3,6 +3,9 @@
 Every source has `len(source)`, `source[i] -> {"image": uint8 [H, W, 3], "label": int32 []}` and
 `source.gather(indices [n]) -> {"image": uint8 [n, H, W, 3], "label": int32 [n]}`; the batching in
 `svdkd_jax.input_pipeline` only uses `gather`, so in-memory sources are read with one fancy-indexing call per batch.
+
+Bad data fails at load time with a `DataError` (a ValueError) naming the file or split, what is wrong and how to
+fix it: a damaged archive, labels outside [0, num_classes), images that are not uint8 [H, W, 3] of one size.
 """
 
 from collections.abc import Callable
@@ -14,11 +17,17 @@ import logging
 import os
 from pathlib import Path
 from typing import Any, Protocol
+import zipfile
+import zlib
 
 import numpy as np
 from PIL import Image
 
 Example = dict[str, np.ndarray]
+
+
+class DataError(ValueError):
+  """Data that cannot be used as it is; the message names the file or split, the problem and the fix."""
 
 
 class Source(Protocol):
@@ -91,6 +100,45 @@ def source_labels(source: Source) -> np.ndarray:
 def class_subset(source: Source, num_classes: int) -> Source:
   """Keeps the examples whose label is below `num_classes` (the first `num_classes` classes)."""
   return subset(source, np.flatnonzero(source_labels(source) < num_classes))
+
+
+def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
+  """Raises DataError unless `labels` are integers in [0, num_classes); `where` names the split or file."""
+  labels = np.asarray(labels)
+  if labels.size and not np.issubdtype(labels.dtype, np.integer):
+    raise DataError(f"{where}: labels must be integers, got {labels.dtype}.")
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    count = f" ({len(bad)} outside, first at index {bad[0]})" if labels.size > 1 else ""
+    raise DataError(f"{where}: labels must be in [0, {num_classes}) ({num_classes} classes) but span "
+                    f"[{labels.min()}, {labels.max()}]{count}: the data and its class list disagree; fix or rebuild "
+                    "the data.")
+
+
+def check_image(image: np.ndarray, shape: tuple[int, ...] | None, where: str) -> None:
+  """Raises DataError unless `image` is uint8 [H, W, 3] (and of `shape`, when given)."""
+  image = np.asarray(image)
+  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+    raise DataError(f"{where}: images must be uint8 [H, W, 3], got {image.dtype} {list(image.shape)}.")
+  if shape is not None and tuple(image.shape) != tuple(shape):
+    raise DataError(f"{where}: image is {list(image.shape)} but the others are {list(shape)}: the split mixes image "
+                    "sizes; set config.data.image_size to resize them, or rebuild the data with one size.")
+
+
+def check_split(source: Source, split: str, num_classes: int) -> None:
+  """Raises DataError naming `split` unless its labels are in [0, num_classes) and its images uint8 [H, W, 3] of
+  one size. Complete for in-memory sources; a record source (tfds) is checked on its first record and on the
+  labels if already read (each record it reads later is checked as it is read, see `TfdsSource`)."""
+  where = f"split {split!r}"
+  if isinstance(source, ArraySource):  # (its constructor already requires uint8 [N, H, W, 3] images)
+    check_labels(source.labels, num_classes, where)
+    return
+  if len(source):
+    first = source[0]
+    check_image(first["image"], None, where)
+    check_labels(np.asarray([first["label"]]), num_classes, where)
+  if isinstance(source, TfdsSource) and source._labels is not None:  # pylint: disable=protected-access
+    check_labels(source._labels, num_classes, where)  # pylint: disable=protected-access
 
 
 def holdout_split(source: Source, holdout: int, seed: int = 0) -> tuple[Source, Source]:
@@ -190,6 +238,9 @@ def load_digits(split: str, image_size: int = 32) -> ArraySource:
 
 # --- archive: the JPEG-bytes .npz format of ../shared/data/README.md ---
 
+ARCHIVE_FIX = ("Copy the archive again from its source (../shared/data/README.md), or set config.data.path to a good "
+               "copy.")
+
 
 def _sha256(array: np.ndarray) -> str:
   return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
@@ -201,7 +252,13 @@ def read_archive_meta(path: str | os.PathLike) -> dict[str, Any]:
     raise FileNotFoundError(
         f"No archive at {path!r}: expected {meta_path} and <split>.npz (format in ../shared/data/README.md). "
         "Set config.data.path to such a folder, e.g. --config.data.path=../shared/data/cifar10_jpeg.")
-  return json.loads(meta_path.read_text())
+  try:
+    meta = json.loads(meta_path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise DataError(f"{meta_path} is not valid JSON ({e}): the archive's index is damaged. {ARCHIVE_FIX}") from None
+  if not isinstance(meta, dict):
+    raise DataError(f"{meta_path} is not a JSON object: the archive's index is damaged. {ARCHIVE_FIX}")
+  return meta
 
 
 def default_cache_dir(path: str | os.PathLike) -> Path:
@@ -214,21 +271,58 @@ def default_cache_dir(path: str | os.PathLike) -> Path:
   return Path(base) / "svdkd_jax" / Path(path).resolve().name
 
 
+def _check_size(npz_path: Path, split_meta: dict[str, Any]) -> int:
+  """The file's size; DataError if meta.json records another (a cut-short copy, found without reading it)."""
+  size, expected = npz_path.stat().st_size, split_meta.get("bytes")
+  if expected is not None and size != expected:
+    raise DataError(f"{npz_path} has {size:,} bytes but meta.json records {expected:,}: the file is "
+                    f"{'cut short' if size < expected else 'damaged'} (an interrupted copy?). {ARCHIVE_FIX}")
+  return size
+
+
+def _read_npz(npz_path: Path, split_meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(jpeg, offsets, labels) of one split, checked against meta.json; DataError naming the file if damaged."""
+  size = _check_size(npz_path, split_meta)
+  try:
+    with np.load(npz_path) as z:
+      missing = sorted({"jpeg", "offsets", "labels"} - set(z.files))
+      if not missing:
+        jpeg, offsets, labels = z["jpeg"], z["offsets"], z["labels"]
+  except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+    # numpy reports a cut-short or overwritten zip as any of these, from deep inside zipfile.
+    raise DataError(f"{npz_path} is not a readable .npz ({type(e).__name__}: {e}; {size:,} bytes): the file is cut "
+                    f"short or damaged. {ARCHIVE_FIX}") from None
+  if missing:
+    raise DataError(f"{npz_path} lacks the arrays {missing} of the archive format. {ARCHIVE_FIX}")
+  n = len(labels)
+  if split_meta.get("n", n) != n or offsets.shape != (n + 1,) or offsets[0] != 0 or offsets[-1] != len(jpeg) \
+      or np.any(np.diff(offsets) <= 0):
+    raise DataError(f"{npz_path}: {n} labels, {len(offsets)} offsets and {len(jpeg):,} JPEG bytes do not agree "
+                    f"(meta.json: n={split_meta.get('n')}): the file is damaged. {ARCHIVE_FIX}")
+  if "sha256_labels_int16" in split_meta and _sha256(labels.astype(np.int16)) != split_meta["sha256_labels_int16"]:
+    raise DataError(f"{npz_path}: labels do not match the sha256 in meta.json: the archive is damaged. {ARCHIVE_FIX}")
+  return jpeg, offsets, labels
+
+
 def _decode_archive(npz_path: Path, split_meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
   """Decodes every JPEG with Pillow and checks the sha256 recorded in meta.json."""
-  with np.load(npz_path) as z:
-    jpeg, offsets, labels = z["jpeg"], z["offsets"], z["labels"]
-  if _sha256(labels.astype(np.int16)) != split_meta.get("sha256_labels_int16", _sha256(labels.astype(np.int16))):
-    raise ValueError(f"{npz_path}: labels do not match the sha256 in meta.json; the archive is damaged, copy it again")
-  shape = tuple(split_meta.get("image_shape") or ())
-  if not shape:
-    first = Image.open(io.BytesIO(jpeg[offsets[0]:offsets[1]].tobytes())).convert("RGB")
-    shape = (first.height, first.width, 3)
+  jpeg, offsets, labels = _read_npz(npz_path, split_meta)
 
   def decode(i: int) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(jpeg[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB"))
+    try:
+      return np.asarray(Image.open(io.BytesIO(jpeg[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # PIL.UnidentifiedImageError is an OSError
+      raise DataError(f"{npz_path}: image {i} does not decode ({type(e).__name__}: {e}): the archive is damaged. "
+                      f"{ARCHIVE_FIX}") from None
 
-  images = _parallel_map(decode, range(len(labels)), tuple(shape))
+  shape = tuple(split_meta.get("image_shape") or ()) or decode(0).shape
+
+  def decode_checked(i: int) -> np.ndarray:
+    image = decode(i)
+    check_image(image, shape, f"{npz_path} image {i}")
+    return image
+
+  images = _parallel_map(decode_checked, range(len(labels)), tuple(shape))
   expected = split_meta.get("sha256_decoded_images_pil")
   if expected and _sha256(images) != expected:
     logging.warning("%s: decoded images differ from the sha256 in meta.json (recorded with Pillow 13.0; another "
@@ -236,19 +330,37 @@ def _decode_archive(npz_path: Path, split_meta: dict[str, Any]) -> tuple[np.ndar
   return images, labels.astype(np.int32)
 
 
-def _cached(cache_path: Path, key: dict[str, Any], build: Callable[[], tuple[np.ndarray, np.ndarray]]
-           ) -> tuple[np.ndarray, np.ndarray]:
-  """Loads (images, labels) from `cache_path` (.npz + .json checksum) if its key and checksum match, else builds."""
+def _load_cache(cache_path: Path, key: dict[str, Any], expect: Callable[[np.ndarray, np.ndarray], bool]
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+  """The cached (images, labels) if its key matches, its checksums hold and `expect` accepts them; else None."""
   info_path = cache_path.with_suffix(".json")
-  if cache_path.is_file() and info_path.is_file():
+  if not (cache_path.is_file() and info_path.is_file()):
+    return None
+  try:
     info = json.loads(info_path.read_text())
-    if info.get("key") == key:
-      with np.load(cache_path) as z:
-        images, labels = z["images"], z["labels"]
-      if _sha256(images) == info["images_sha256"] and _sha256(labels) == info["labels_sha256"]:
-        return images, labels
-      logging.warning("Cache %s is corrupt (checksum mismatch); rebuilding it.", cache_path)
+    if info.get("key") != key:
+      return None  # Built from another version of the archive (or another resize): rebuild.
+    with np.load(cache_path) as z:
+      images, labels = z["images"], z["labels"]
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    logging.warning("Cache %s is unreadable (%s: %s); rebuilding it.", cache_path, type(e).__name__, e)
+    return None
+  if _sha256(images) != info.get("images_sha256") or _sha256(labels) != info.get("labels_sha256") \
+      or not expect(images, labels):
+    logging.warning("Cache %s is corrupt (checksum or shape mismatch); rebuilding it.", cache_path)
+    return None
+  return images, labels
+
+
+def _cached(cache_path: Path, key: dict[str, Any], build: Callable[[], tuple[np.ndarray, np.ndarray]],
+            expect: Callable[[np.ndarray, np.ndarray], bool] = lambda images, labels: True
+           ) -> tuple[np.ndarray, np.ndarray]:
+  """Loads (images, labels) from `cache_path` (.npz + .json checksum) if valid (see `_load_cache`), else builds."""
+  cached = _load_cache(cache_path, key, expect)
+  if cached is not None:
+    return cached
   images, labels = build()
+  info_path = cache_path.with_suffix(".json")
   try:
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_path.with_suffix(f".tmp{os.getpid()}.npz")
@@ -264,7 +376,12 @@ def _cached(cache_path: Path, key: dict[str, Any], build: Callable[[], tuple[np.
 
 
 def load_archive(path: str | os.PathLike, split: str, image_size: int = 0, cache_dir: str = "") -> ArraySource:
-  """One split of a JPEG `.npz` archive, decoded once and cached as uint8 (resized copy cached too)."""
+  """One split of a JPEG `.npz` archive, decoded once and cached as uint8 (resized copy cached too).
+
+  The cache is keyed by the archive file's path, size and modification time and the checksums in meta.json, and
+  checked against meta.json's counts and label checksum when read: a cache of another version of the archive is
+  rebuilt, never used. Raises DataError naming the file for a damaged archive or labels outside its class list.
+  """
   meta = read_archive_meta(path)
   splits = [k for k, v in meta.items() if isinstance(v, dict) and "file" in v]
   if split not in splits:
@@ -273,19 +390,31 @@ def load_archive(path: str | os.PathLike, split: str, image_size: int = 0, cache
   npz_path = Path(path) / split_meta["file"]
   if not npz_path.is_file():
     raise FileNotFoundError(f"{npz_path} is listed in meta.json but missing; copy the archive again")
+  _check_size(npz_path, split_meta)  # Before the cache: a damaged archive is reported even when a cache exists.
+  stat = npz_path.stat()
   cache = Path(cache_dir) if cache_dir else default_cache_dir(path)
   name = meta.get("name", Path(path).name)
-  key = {"archive": str(npz_path.resolve()), "bytes": npz_path.stat().st_size,
-         "sha256_decoded_images_pil": split_meta.get("sha256_decoded_images_pil", "")}
+  key = {"archive": str(npz_path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+         "sha256_decoded_images_pil": split_meta.get("sha256_decoded_images_pil", ""),
+         "sha256_labels_int16": split_meta.get("sha256_labels_int16", "")}
+  n, shape = split_meta.get("n"), tuple(split_meta.get("image_shape") or ())
+
+  def expect(size: int) -> Callable[[np.ndarray, np.ndarray], bool]:
+    def ok(images: np.ndarray, labels: np.ndarray) -> bool:
+      want = (size, size, 3) if size else shape
+      return (images.dtype == np.uint8 and images.ndim == 4 and (n is None or len(images) == len(labels) == n)
+              and (not want or images.shape[1:] == want)
+              and (not key["sha256_labels_int16"] or _sha256(labels.astype(np.int16)) == key["sha256_labels_int16"]))
+    return ok
+
   native = lambda: _decode_archive(npz_path, split_meta)  # pylint: disable=unnecessary-lambda-assignment
-  images, labels = _cached(cache / f"{name}_{split}_native.npz", key, native)
+  images, labels = _cached(cache / f"{name}_{split}_native.npz", key, native, expect(0))
   if image_size and images.shape[1:3] != (image_size, image_size):
     resized = lambda: (resize_images(images, image_size), labels)  # pylint: disable=unnecessary-lambda-assignment
-    images, labels = _cached(cache / f"{name}_{split}_{image_size}.npz", {**key, "size": image_size}, resized)
-  num_classes = len(meta.get("classes", ())) or int(labels.max()) + 1
-  if labels.min() < 0 or labels.max() >= num_classes:
-    raise ValueError(f"{npz_path}: labels span [{labels.min()}, {labels.max()}] but meta.json lists {num_classes} "
-                     "classes; the archive is inconsistent")
+    images, labels = _cached(cache / f"{name}_{split}_{image_size}.npz", {**key, "size": image_size}, resized,
+                             expect(image_size))
+  num_classes = len(meta.get("classes", ())) or (int(labels.max()) + 1 if len(labels) else 0)
+  check_labels(labels, num_classes, f"{npz_path} (split {split!r}; meta.json lists {num_classes} classes)")
   return ArraySource(images, labels)
 
 
@@ -297,25 +426,41 @@ def archive_num_classes(path: str | os.PathLike) -> int:
 
 
 class TfdsSource:
-  """A tfds random-access data source as uint8 RGB [size, size, 3] examples (resized with Pillow if needed)."""
+  """A tfds random-access data source as uint8 RGB [size, size, 3] examples (resized with Pillow if needed).
+
+  With `num_classes`, every record read is checked (uint8 image, label in [0, num_classes), one image size when
+  not resized) and a bad one raises DataError naming `split` and the record index.
+  """
 
   def __init__(self, data_source, image_size: int, image_key: str = "image", label_key: str = "label",
-               labels_fn: Callable[[], np.ndarray] | None = None):
+               labels_fn: Callable[[], np.ndarray] | None = None, *, split: str = "", num_classes: int = 0):
     self.data_source = data_source
     self.image_size = image_size
     self.image_key, self.label_key = image_key, label_key
+    self.split, self.num_classes = split, num_classes
     self._labels_fn = labels_fn
     self._labels = None
+    self._shape = None  # of the first record read, when images are not resized
 
   def __len__(self) -> int:
     return len(self.data_source)
 
   def __getitem__(self, index: int) -> Example:
     ex = self.data_source[int(index)]
-    image = to_rgb(np.asarray(ex[self.image_key]))
+    raw = np.asarray(ex[self.image_key])
+    where = f"split {self.split!r} record {int(index)}"
+    if raw.dtype != np.uint8:  # to_rgb would cast, e.g. floats in [0, 1] to zeros
+      raise DataError(f"{where}: images must be uint8, got {raw.dtype} (check config.data.image_key).")
+    image = to_rgb(raw)
     if self.image_size:
       image = resize_image(image, self.image_size)
-    return {"image": image, "label": np.int32(ex[self.label_key])}
+    elif self.num_classes:
+      self._shape = self._shape or image.shape
+      check_image(image, self._shape, where)
+    label = np.asarray(ex[self.label_key])
+    if self.num_classes:
+      check_labels(label.reshape(-1), self.num_classes, where)
+    return {"image": image, "label": np.int32(label)}
 
   def gather(self, indices: np.ndarray) -> Example:
     examples = [self[i] for i in indices]
@@ -324,8 +469,11 @@ class TfdsSource:
   def labels(self) -> np.ndarray:
     """int32 [N], read once without decoding the images."""
     if self._labels is None:
-      self._labels = self._labels_fn() if self._labels_fn else np.array(
+      labels = self._labels_fn() if self._labels_fn else np.array(
           [self.data_source[i][self.label_key] for i in range(len(self))], np.int32)
+      if self.num_classes:
+        check_labels(labels, self.num_classes, f"split {self.split!r}")
+      self._labels = labels
     return self._labels
 
 
@@ -333,10 +481,10 @@ def _tfds_missing(name: str, data_dir: str, cause: Exception) -> FileNotFoundErr
   where = f"--data_dir {data_dir}" if data_dir else "(default ~/tensorflow_datasets)"
   return FileNotFoundError(
       f"tfds dataset {name!r} is not prepared in {data_dir or '~/tensorflow_datasets'} ({type(cause).__name__}: "
-      f"{str(cause)[:200]}). On a machine with internet run once:\n"
-      f"  pip install tensorflow && tfds build {name} {where} --file_format=array_record\n"
+      f"{' '.join(str(cause).split())[:200]}). On a machine with internet run once "
+      f"`pip install tensorflow && tfds build {name} {where} --file_format=array_record`, "
       f"then copy that folder here or point config.data.data_dir at it (a gs:// path works), or use "
-      f"config.data.source='archive' / 'digits' offline.")
+      f"config.data.source='archive' / 'digits' offline.")  # One line: main.py prints it as `error: ...`.
 
 
 def load_tfds(name: str, split: str, data_dir: str = "", image_size: int = 0, image_key: str = "image",
@@ -371,7 +519,9 @@ def load_tfds(name: str, split: str, data_dir: str = "", image_size: int = 0, im
   if not image_size and (None in shape[:2]):
     raise ValueError(f"tfds dataset {name!r} has images of varying size {shape}: set config.data.image_size")
   num_classes = builder.info.features[label_key].num_classes
-  return TfdsSource(data_source, image_size, image_key, label_key, labels), num_classes
+  source = TfdsSource(data_source, image_size, image_key, label_key, labels, split=split, num_classes=num_classes)
+  check_split(source, split, num_classes)
+  return source, num_classes
 
 
 UNLABELLED = -1  # label of a training image whose label is withheld (a label budget); it still feeds distillation
