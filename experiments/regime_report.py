@@ -166,6 +166,14 @@ def readme_block(js: dict) -> str:
   return "\n".join(out)
 
 
+def _label(ax, title: str, ylabel: str) -> None:
+  ax.set_title(title, fontsize=10)
+  ax.set_xlabel("epoch")
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+
+
 def plot(tables: dict, js: dict, curves_path: str, gap_path: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -175,23 +183,8 @@ def plot(tables: dict, js: dict, curves_path: str, gap_path: str) -> None:
   n = len(tables)
   fig, axes = plt.subplots(1, n, figsize=(7 * n, 4.8), squeeze=False)
   for ax, (name, table) in zip(axes[0], tables.items()):
-    for variant, runs in table.items():
-      curves = [[100 * e["eval_accuracy"] for e in r.evals] for r in runs if r.complete and r.evals]
-      if not curves:
-        continue
-      length = min(len(c) for c in curves)
-      epochs = list(range(1, length + 1))
-      cols = list(zip(*(c[:length] for c in curves)))
-      mean = [statistics.mean(c) for c in cols]
-      style = dict(ls="--", lw=1, color="k") if variant == "teacher" else dict(color=colors.get(variant))
-      ax.plot(epochs, mean, label=f"{METHODS.get(variant, variant)} ({len(curves)})", **style)
-      if len(curves) > 1:
-        ax.fill_between(epochs, [min(c) for c in cols], [max(c) for c in cols], color=style["color"], alpha=0.15)
-    ax.set_title(f"{name} ({_budget(js[name])}): eval accuracy (band: seed min-max)", fontsize=10)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("eval accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    report.plot_eval_curves(ax, table, colors, METHODS)
+    _label(ax, f"{name} ({_budget(js[name])}): eval accuracy (band: seed min-max)", "eval accuracy (%)")
   fig.tight_layout()
   fig.savefig(curves_path, dpi=110)
   plt.close(fig)
@@ -210,11 +203,7 @@ def plot(tables: dict, js: dict, curves_path: str, gap_path: str) -> None:
       label = METHODS[variant].split(" (")[0]
       ax.plot(epochs, train_mean, ls=":", color=colors.get(variant), label=f"{label}: train batches")
       ax.plot(epochs, eval_mean, color=colors.get(variant), label=f"{label}: eval")
-    ax.set_title(f"{name} ({_budget(js[name])}): train vs eval accuracy, mean over seeds", fontsize=10)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _label(ax, f"{name} ({_budget(js[name])}): train vs eval accuracy, mean over seeds", "accuracy (%)")
   fig.tight_layout()
   fig.savefig(gap_path, dpi=110)
   plt.close(fig)
@@ -246,11 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot(tables, js, f"{base}_curves.png", f"{base}_gap.png")
     written += [f"{base}_curves.png", f"{base}_gap.png"]
   if args.readme:
-    text = pathlib.Path(args.readme).read_text()
-    start, end = text.find(README_BEGIN), text.find(README_END)
-    if start < 0 or end < start:
-      parser.error(f"{args.readme} has no {README_BEGIN} ... {README_END} block to update")
-    pathlib.Path(args.readme).write_text(text[:start] + readme_block(js) + text[end + len(README_END):])
+    try:
+      report.update_readme(args.readme, readme_block(js), README_BEGIN, README_END)
+    except (OSError, ValueError) as e:
+      parser.error(str(e))
     written.append(args.readme)
   print("wrote " + ", ".join(rel(p) for p in written))
   for name in js:

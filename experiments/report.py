@@ -288,13 +288,33 @@ def readme_table(tables: dict[str, dict[str, list[RunResult]]], js: dict) -> str
   return "\n".join([README_BEGIN, ""] + out + [README_END])
 
 
-def update_readme(path: str, block: str) -> None:
+def update_readme(path: str, block: str, begin: str = README_BEGIN, end_marker: str = README_END) -> None:
   """Replaces the text between the README markers (both must be there) with `block`."""
   text = pathlib.Path(path).read_text()
-  start, end = text.find(README_BEGIN), text.find(README_END)
+  start, end = text.find(begin), text.find(end_marker)
   if start < 0 or end < start:
-    raise ValueError(f"{path} has no {README_BEGIN} ... {README_END} block to update")
-  pathlib.Path(path).write_text(text[:start] + block + text[end + len(README_END):])
+    raise ValueError(f"{path} has no {begin} ... {end_marker} block to update")
+  pathlib.Path(path).write_text(text[:start] + block + text[end + len(end_marker):])
+
+
+def plot_eval_curves(ax, table: dict[str, list[RunResult]], colors: dict, labels: dict) -> None:
+  """One panel: each variant's eval accuracy by epoch, mean over its complete seeds with a min-max band; the
+  teacher, which trains longer, as a line at its final accuracy (so the students' epochs stay readable)."""
+  for variant, runs in table.items():
+    curves = [[100 * e["eval_accuracy"] for e in r.evals] for r in runs if r.complete and r.evals]
+    if not curves:
+      continue
+    length = min(len(c) for c in curves)
+    epochs = list(range(1, length + 1))
+    cols = list(zip(*(c[:length] for c in curves)))
+    mean = [statistics.mean(c) for c in cols]
+    if variant == "teacher":
+      ax.axhline(mean[-1], color="k", ls="--", lw=1, label=f"teacher after its {length} epochs")
+      continue
+    ax.plot(epochs, mean, marker="o", ms=3, color=colors.get(variant),
+            label=f"{labels.get(variant, variant)} ({len(curves)})")
+    if len(curves) > 1:
+      ax.fill_between(epochs, [min(c) for c in cols], [max(c) for c in cols], color=colors.get(variant), alpha=0.2)
 
 
 def plot(tables: dict[str, dict[str, list[RunResult]]], js: dict, curves_path: str, final_path: str) -> None:
@@ -306,20 +326,7 @@ def plot(tables: dict[str, dict[str, list[RunResult]]], js: dict, curves_path: s
   n = len(tables)
   fig, axes = plt.subplots(1, n, figsize=(6.5 * n, 4.5), squeeze=False)
   for ax, (name, table) in zip(axes[0], tables.items()):
-    for variant, runs in table.items():
-      curves = [[100 * e["eval_accuracy"] for e in r.evals] for r in runs if r.complete and r.evals]
-      if not curves:
-        continue
-      length = min(len(c) for c in curves)
-      epochs = list(range(1, length + 1))
-      cols = list(zip(*(c[:length] for c in curves)))
-      mean = [statistics.mean(c) for c in cols]
-      if variant == "teacher":  # It trains longer: its final accuracy as a line keeps the students' epochs readable.
-        ax.axhline(mean[-1], color="k", ls="--", lw=1, label=f"teacher after its {length} epochs")
-        continue
-      ax.plot(epochs, mean, marker="o", ms=3, color=colors.get(variant), label=METHODS.get(variant, variant))
-      if len(curves) > 1:
-        ax.fill_between(epochs, [min(c) for c in cols], [max(c) for c in cols], color=colors.get(variant), alpha=0.2)
+    plot_eval_curves(ax, table, colors, METHODS)
     ax.set_title(f"{dataset_name(table, name)}: eval accuracy by epoch (band: seed min-max)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("epoch")
