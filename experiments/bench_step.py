@@ -6,17 +6,18 @@ Every case is the trainer's own jitted step (`svdkd_jax.train.make_train_step`, 
 on a fixed synthetic uint8 batch, with an untrained teacher (`train.random_teacher`; speed does not depend on the
 weights). Cases:
   student              student alone (one backward)
-  student+teacher      student step + a teacher forward in eval mode, one backward: the floor of any distillation
-  two_pullbacks        the trainer's distillation path with a zero distillation loss (method "none" + teacher):
-                       teacher forward + the main AND the distillation pullback; what the separate gradients needed
-                       by the clipping rule (optim.main_and_dist_grads) cost before any distillation loss
+  student+teacher      student step + a teacher forward in eval mode, one backward
+  floor                the trainer's distillation step with a distillation loss that costs nearly nothing but
+                       reaches every tap (`floor_loss`, non-zero gradient): teacher forward, the main AND the
+                       distillation pullback through the student, per-tensor clipping. What any feature distillation
+                       with the released clipping rule costs before its own loss: the floor KD-SVD is measured against
   fsp                  FSP, 1-stage
   kd_svd_<mode>        KD-SVD (k = 1, 4 taps), svd_grad = paper | exact | sskd_code, 1-stage
   teacher              the teacher trained alone (a T-DNN run; for sizing experiment tables)
 Cases are timed round-robin (`--rounds` rounds of `--steps` steps after a compile + warm-up step) and each rate is the
 median over rounds, so load from other processes on a shared machine hits all cases alike. The last line is one
-JSON object: rates (images/s), each case's time per step relative to student+teacher and to two_pullbacks, and
-whether KD-SVD stays within 15% of student+teacher (the project's target).
+JSON object: rates (images/s), each case's time per step relative to student+teacher and to the floor, and whether
+KD-SVD stays within 10% of the floor (the project's target).
 """
 
 import argparse
@@ -41,9 +42,15 @@ def parse_args(argv=None):
   return p.parse_args(argv)
 
 
-CASES = ("student", "student+teacher", "two_pullbacks", "fsp", "kd_svd_paper", "kd_svd_exact", "kd_svd_sskd_code",
-         "teacher")
-TARGET = 0.15
+CASES = ("student", "student+teacher", "floor", "fsp", "kd_svd_paper", "kd_svd_exact", "kd_svd_sskd_code", "teacher")
+TARGET = 0.10  # KD-SVD's time per step over the floor's
+
+
+def floor_loss(student_taps, teacher_taps, student_logits, teacher_logits):
+  """`1e-3 * sum_l (mean(S_l) - mean(T_l))^2` over the taps [B, h, w, d]: a few reductions, gradient at every tap."""
+  del student_logits, teacher_logits
+  terms = [(s.astype("float32").mean() - t.astype("float32").mean()) ** 2 for s, t in zip(student_taps, teacher_taps)]
+  return 1e-3 * sum(terms), {}
 
 
 def main(argv=None) -> dict:
@@ -52,15 +59,15 @@ def main(argv=None) -> dict:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={args.devices}").strip()
   # Imported after XLA_FLAGS is set.
-  
   import flax
-  from flax import nnx
   import jax
   import jax.numpy as jnp
   import numpy as np
 
   from svdkd_jax import config_files
+  from svdkd_jax import distill
   from svdkd_jax import input_pipeline
+  from svdkd_jax import networks
   from svdkd_jax import parallel
   from svdkd_jax import train
 
@@ -81,7 +88,7 @@ def main(argv=None) -> dict:
       parallel.data_sharding(mesh))
 
   def config_for(case):
-    variant = {"student+teacher": "student", "two_pullbacks": "student", "kd_svd_paper": "kd_svd"}.get(case, case)
+    variant = {"student+teacher": "student", "floor": "student", "kd_svd_paper": "kd_svd"}.get(case, case)
     config = vgg_config.get_config(variant)
     config.model.width = config.teacher.width = args.width
     config.train.batch_size = args.batch
@@ -94,7 +101,7 @@ def main(argv=None) -> dict:
     def step(state, t_vars, batch):
       state, metrics = student_step(state, None, batch)
       images = input_pipeline.preprocess(batch["image"], None, train=False, mean=mean_, std=std_, augment="none")
-      logits, _ = nnx.merge(teacher.eval_def, t_vars["params"], t_vars["rest"])(images)
+      logits, _, _ = networks.apply(teacher, t_vars, images)
       metrics["teacher_accuracy"] = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
       return state, metrics
 
@@ -103,10 +110,11 @@ def main(argv=None) -> dict:
   runners = {}
   for case in cases:
     config = config_for(case)
-    student = train.build_network(config.model.name, config.model.width, num_classes, 0, mesh=mesh)
+    student = networks.build(config.model.name, config.model.width, num_classes, 0, mesh=mesh)
     teacher = train.random_teacher(config, num_classes, mesh=mesh) if case not in ("student", "teacher") else None
     state, tx = train.create_train_state(config, student, steps_per_epoch, mesh=mesh)
-    kwargs = dict(steps_per_epoch=steps_per_epoch, mesh=mesh, mean=mean, std=std)
+    distill_fn = floor_loss if case == "floor" else distill.from_config(config.distill)
+    kwargs = dict(distill_fn=distill_fn, steps_per_epoch=steps_per_epoch, mesh=mesh, mean=mean, std=std)
     if case == "student+teacher":
       step = teacher_forward_step(train.make_train_step(config, student, tx, **kwargs), teacher)
     else:
@@ -135,13 +143,13 @@ def main(argv=None) -> dict:
   per_step = {c: statistics.median(t) for c, t in times.items()}
   rates = {c: round(args.batch / t, 2) for c, t in per_step.items()}
   rel = lambda base: {c: round(t / per_step[base] - 1.0, 4) for c, t in per_step.items()} if base in per_step else {}
-  vs_teacher, vs_pullbacks = rel("student+teacher"), rel("two_pullbacks")
+  vs_teacher, vs_floor = rel("student+teacher"), rel("floor")
   kd = [c for c in cases if c.startswith("kd_svd")]
   print()
-  print(f"{'case':<18} {'img/s':>8} {'ms/step':>8} {'vs student+teacher':>19} {'vs two_pullbacks':>17}")
+  print(f"{'case':<18} {'img/s':>8} {'ms/step':>8} {'vs student+teacher':>19} {'vs floor':>9}")
   for c in cases:
-    fmt = lambda d: f"{100 * d[c]:+.1f}%" if c in d else "-"
-    print(f"{c:<18} {rates[c]:8.1f} {1000 * per_step[c]:8.1f} {fmt(vs_teacher):>19} {fmt(vs_pullbacks):>17}")
+    fmt = lambda d: f"{100 * d[c]:+.1f}%" if c in d else "-"  # noqa: E731
+    print(f"{c:<18} {rates[c]:8.1f} {1000 * per_step[c]:8.1f} {fmt(vs_teacher):>19} {fmt(vs_floor):>9}")
   result = {
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
@@ -150,9 +158,8 @@ def main(argv=None) -> dict:
       "versions": {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__},
       "images_per_sec": rates,
       "time_vs_student_plus_teacher": vs_teacher,
-      "time_vs_two_pullbacks": vs_pullbacks,
-      "kd_svd_within_15pct_of_student_plus_teacher": (
-          {c: vs_teacher[c] <= TARGET for c in kd} if vs_teacher else {}),
+      "time_vs_floor": vs_floor,
+      "kd_svd_within_10pct_of_floor": {c: vs_floor[c] <= TARGET for c in kd} if vs_floor else {},
   }
   print(json.dumps(result), flush=True)
   return result
