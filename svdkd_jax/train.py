@@ -228,6 +228,32 @@ def _gradients(loss_fn: Callable, params: PyTree, args: tuple, *, stage: str, ep
   return losses, aux, grads, main_grads, dist_grads
 
 
+def make_loss_fn(config: ml_collections.ConfigDict, student: networks.Network,
+                 distill_fn: distill.DistillFn | None) -> Callable[..., tuple[tuple[jax.Array, jax.Array], dict]]:
+  """The student's train-mode losses `loss_fn(params, rest, dropout_key, images, labels, t_logits, t_taps)`.
+
+  Returns `((main, dist), aux)`: main = cross-entropy (+ coupled L2), dist = `distill_fn` of the student's and the
+  teacher's taps and logits (0 when `t_logits` is None); aux holds the logits, the updated `rest` and the parts.
+  """
+  wd = 0.0 if config.optim.decoupled_weight_decay else config.optim.weight_decay
+
+  def loss_fn(params, rest, dropout_key, images, labels, t_logits, t_taps):
+    # Dropout call i draws its mask from fold_in(fold_in(dropout_key, 0), i): the masks that the former
+    # nnx.reseed(model, dropout=dropout_key) gave, so runs resumed across that change stay bit-identical.
+    rngs = nnx.Rngs(dropout=jax.random.fold_in(dropout_key, 0))
+    variables = {"params": params, "rest": rest}
+    logits, taps, new_rest = networks.apply(student, variables, images, train=True, rngs=rngs)
+    ce = cross_entropy(logits, labels, config.train.ce_reduction)
+    main = ce + (optim.l2_penalty(params, wd) if wd else 0.0)
+    if t_logits is None:
+      dist, dist_aux = jnp.zeros((), jnp.float32), {}
+    else:
+      dist, dist_aux = distill_fn(taps, t_taps, logits, t_logits)
+    return (main, dist), {"logits": logits, "rest": new_rest, "ce": ce, "dist_aux": dist_aux}
+
+  return loss_fn
+
+
 def make_train_step(config: ml_collections.ConfigDict, student: networks.Network, tx: optax.GradientTransformation,
                     *, distill_fn: distill.DistillFn | None, steps_per_epoch: int, mesh, mean, std,
                     teacher: networks.Network | None = None,
@@ -248,25 +274,11 @@ def make_train_step(config: ml_collections.ConfigDict, student: networks.Network
   if stage == "init" and teacher is None:
     raise ValueError("stage 'init' (distillation alone) needs a teacher.")
   seed_key = jax.random.key(config.seed)
-  wd = 0.0 if config.optim.decoupled_weight_decay else config.optim.weight_decay
+  loss_fn = make_loss_fn(config, student, distill_fn)
   # The learning rate and the epoch follow the stage's own step count (2stage restarts the schedule).
   offset = config.distill.init_epochs * steps_per_epoch if stage == "main" else 0
   schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch)
   mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
-
-  def loss_fn(params, rest, dropout_key, images, labels, t_logits, t_taps):
-    # Dropout call i draws its mask from fold_in(fold_in(dropout_key, 0), i): the masks that the former
-    # nnx.reseed(model, dropout=dropout_key) gave, so runs resumed across that change stay bit-identical.
-    rngs = nnx.Rngs(dropout=jax.random.fold_in(dropout_key, 0))
-    variables = {"params": params, "rest": rest}
-    logits, taps, new_rest = networks.apply(student, variables, images, train=True, rngs=rngs)
-    ce = cross_entropy(logits, labels, config.train.ce_reduction)
-    main = ce + (optim.l2_penalty(params, wd) if wd else 0.0)
-    if t_logits is None:
-      dist, dist_aux = jnp.zeros((), jnp.float32), {}
-    else:
-      dist, dist_aux = distill_fn(taps, t_taps, logits, t_logits)
-    return (main, dist), {"logits": logits, "rest": new_rest, "ce": ce, "dist_aux": dist_aux}
 
   def step_fn(state, t_vars, batch):
     step = state["step"]
