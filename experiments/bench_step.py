@@ -14,8 +14,9 @@ weights). Cases:
   fsp                  FSP, 1-stage
   kd_svd_<mode>        KD-SVD (k = 1, 4 taps), svd_grad = paper | exact | sskd_code, 1-stage
   teacher              the teacher trained alone (a T-DNN run; for sizing experiment tables)
-Cases are timed round-robin (`--rounds` rounds of `--steps` steps after a compile + warm-up step) and each rate is the
-median over rounds, so load from other processes on a shared machine hits all cases alike.
+Cases are timed round-robin (`--rounds` rounds of `--steps` steps after a compile + warm-up step, odd rounds in
+reverse order): each rate is the median over rounds, and each relative time the median over rounds of the ratio
+within a round, so load from other processes on a shared machine hits the cases compared alike.
 
 Then, unless `--no-breakdown`, where KD-SVD's extra time goes: its loss alone on random ReLU maps of the step's tap
 shapes, in ms per step (median over rounds, also round-robin): "gram+eigh" (the Gram matrices and their `eigh`,
@@ -64,16 +65,30 @@ def floor_loss(student_taps, teacher_taps, student_logits, teacher_logits):
   return 1e-3 * sum(terms), {}
 
 
-def round_robin(runs: dict[str, Callable[[], None]], rounds: int, report: Callable[[int, dict], None]) -> dict:
-  """Median seconds of each `runs[name]()` over `rounds` rounds that call every run once, in turn."""
+def round_robin(runs: dict[str, Callable[[], None]], rounds: int,
+                report: Callable[[int, dict], None]) -> dict[str, list[float]]:
+  """Seconds of each `runs[name]()` in each of `rounds` rounds that call every run once, in turn.
+
+  Odd rounds go in reverse order, so that no case always follows the same one.
+  """
   times = {name: [] for name in runs}
   for r in range(rounds):
-    for name, run in runs.items():
+    for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
       start = time.perf_counter()
-      run()
+      runs[name]()
       times[name].append(time.perf_counter() - start)
     report(r, {name: t[-1] for name, t in times.items()})
-  return {name: statistics.median(t) for name, t in times.items()}
+  return times
+
+
+def relative(times: dict[str, list[float]], base: str) -> dict[str, float]:
+  """Per case, the median over rounds of (its time / `base`'s time in the same round) - 1; {} without `base`.
+
+  A ratio within one round cancels the load that other processes put on a shared machine at that time.
+  """
+  if base not in times:
+    return {}
+  return {c: round(statistics.median(a / b for a, b in zip(t, times[base])) - 1.0, 4) for c, t in times.items()}
 
 
 def _config(case: str, args):
@@ -171,18 +186,18 @@ def loss_breakdown(args, rounds: int) -> dict[str, float]:
     jitted = jax.jit(fn)
     jax.block_until_ready(jitted(s_taps, t_taps))
     runs[name] = lambda jitted=jitted: jax.block_until_ready([jitted(s_taps, t_taps) for _ in range(args.steps)])
-  seconds = round_robin(runs, rounds, lambda r, last: None)
-  return {name: round(1000 * t / args.steps, 2) for name, t in seconds.items()}
+  times = round_robin(runs, rounds, lambda r, last: None)
+  return {name: round(1000 * statistics.median(t) / args.steps, 2) for name, t in times.items()}
 
 
-def report(args, per_step: dict[str, float], breakdown: dict[str, float]) -> dict:
-  """Prints the table (and the breakdown) and returns the JSON result."""
+def report(args, times: dict[str, list[float]], breakdown: dict[str, float]) -> dict:
+  """Prints the table (and the breakdown) and returns the JSON result; `times` as `round_robin` returns them."""
   import flax
   import jax
 
+  per_step = {c: statistics.median(t) / args.steps for c, t in times.items()}
   rates = {c: round(args.batch / t, 2) for c, t in per_step.items()}
-  rel = lambda base: {c: round(t / per_step[base] - 1.0, 4) for c, t in per_step.items()} if base in per_step else {}
-  vs_teacher, vs_floor = rel("student+teacher"), rel("floor")
+  vs_teacher, vs_floor = relative(times, "student+teacher"), relative(times, "floor")
   print()
   print(f"{'case':<18} {'img/s':>8} {'ms/step':>8} {'vs student+teacher':>19} {'vs floor':>9}")
   for c in per_step:
@@ -225,11 +240,11 @@ def main(argv=None) -> dict:
        "label": rng.integers(0, NUM_CLASSES, (args.batch,), dtype=np.int32)},
       parallel.data_sharding(mesh))
   runs = step_runs(cases, args, mesh, batch)
-  seconds = round_robin(runs, args.rounds, lambda r, last: print(
-      f"round {r + 1}/{args.rounds}: " + "  ".join(f"{c} {args.batch * args.steps / t:.1f}" for c, t in last.items()),
+  times = round_robin(runs, args.rounds, lambda r, last: print(
+      f"round {r + 1}/{args.rounds}: " + "  ".join(f"{c} {args.batch * args.steps / last[c]:.1f}" for c in runs),
       flush=True))
   breakdown = loss_breakdown(args, args.rounds) if args.breakdown else {}
-  result = report(args, {c: t / args.steps for c, t in seconds.items()}, breakdown)
+  result = report(args, times, breakdown)
   print(json.dumps(result), flush=True)
   return result
 
