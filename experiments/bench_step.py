@@ -6,20 +6,31 @@ Every case is the trainer's own jitted step (`svdkd_jax.train.make_train_step`, 
 on a fixed synthetic uint8 batch, with an untrained teacher (`train.random_teacher`; speed does not depend on the
 weights). Cases:
   student              student alone (one backward)
-  student+teacher      student step + a teacher forward in eval mode, one backward: the floor of any distillation
-  two_pullbacks        the trainer's distillation path with a zero distillation loss (method "none" + teacher):
-                       teacher forward + the main AND the distillation pullback; what the separate gradients needed
-                       by the clipping rule (optim.main_and_dist_grads) cost before any distillation loss
+  student+teacher      student step + a teacher forward in eval mode, one backward
+  floor                the trainer's distillation step with a distillation loss that costs nearly nothing but
+                       reaches every tap (`floor_loss`, non-zero gradient): teacher forward, the main AND the
+                       distillation pullback through the student, per-tensor clipping. What any feature distillation
+                       with the released clipping rule costs before its own loss: the floor KD-SVD is measured against
   fsp                  FSP, 1-stage
   kd_svd_<mode>        KD-SVD (k = 1, 4 taps), svd_grad = paper | exact | sskd_code, 1-stage
   teacher              the teacher trained alone (a T-DNN run; for sizing experiment tables)
-Cases are timed round-robin (`--rounds` rounds of `--steps` steps after a compile + warm-up step) and each rate is the
-median over rounds, so load from other processes on a shared machine hits all cases alike. The last line is one
-JSON object: rates (images/s), each case's time per step relative to student+teacher and to two_pullbacks, and
-whether KD-SVD stays within 15% of student+teacher (the project's target).
+Cases are timed round-robin (`--rounds` rounds of `--steps` steps after a compile + warm-up step, odd rounds in
+reverse order): each rate is the median over rounds, and each relative time the median over rounds of the ratio
+within a round, so load from other processes on a shared machine hits the cases compared alike.
+
+Then, unless `--no-breakdown`, where KD-SVD's extra time goes: its loss alone on random ReLU maps of the step's tap
+shapes, in ms per step (median over rounds, also round-robin): "gram+eigh" (the Gram matrices and their `eigh`,
+student and teacher, as `svd.truncated_svd`'s forward computes them), "svd fwd" (the whole truncated SVDs),
+"loss fwd" (+ alignment and DFV), "loss fwd+bwd <mode>" (+ the gradient to the student taps; the step then carries
+it through the student like the floor does) and "floor fwd+bwd".
+
+The last line is one JSON object: rates (images/s), each case's time per step relative to student+teacher and to
+the floor, whether KD-SVD stays within 10% of the floor (the project's target), and the breakdown.
+jax is imported inside the functions: `--devices` must set XLA_FLAGS before jax starts.
 """
 
 import argparse
+from collections.abc import Callable
 import datetime
 import json
 import os
@@ -27,6 +38,11 @@ import platform
 import statistics
 import sys
 import time
+
+CASES = ("student", "student+teacher", "floor", "fsp", "kd_svd_paper", "kd_svd_exact", "kd_svd_sskd_code", "teacher")
+MODES = ("paper", "exact", "sskd_code")
+TARGET = 0.10  # KD-SVD's time per step over the floor's
+NUM_CLASSES, STEPS_PER_EPOCH = 100, 390
 
 
 def parse_args(argv=None):
@@ -38,111 +54,158 @@ def parse_args(argv=None):
   p.add_argument("--devices", type=int, default=0,
                  help="force N host CPU devices (sets XLA_FLAGS before jax starts; 0 = leave as is)")
   p.add_argument("--cases", default="", help="comma-separated subset of the cases (default: all)")
+  p.add_argument("--no-breakdown", dest="breakdown", action="store_false", help="skip the KD-SVD loss breakdown")
   return p.parse_args(argv)
 
 
-CASES = ("student", "student+teacher", "two_pullbacks", "fsp", "kd_svd_paper", "kd_svd_exact", "kd_svd_sskd_code",
-         "teacher")
-TARGET = 0.15
+def floor_loss(student_taps, teacher_taps, student_logits, teacher_logits):
+  """`1e-3 * sum_l (mean(S_l) - mean(T_l))^2` over the taps [B, h, w, d]: a few reductions, gradient at every tap."""
+  del student_logits, teacher_logits
+  terms = [(s.astype("float32").mean() - t.astype("float32").mean()) ** 2 for s, t in zip(student_taps, teacher_taps)]
+  return 1e-3 * sum(terms), {}
 
 
-def main(argv=None) -> dict:
-  args = parse_args(argv)
-  if args.devices:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={args.devices}").strip()
-  # Imported after XLA_FLAGS is set.
-  
-  import flax
-  from flax import nnx
+def round_robin(runs: dict[str, Callable[[], None]], rounds: int,
+                report: Callable[[int, dict], None]) -> dict[str, list[float]]:
+  """Seconds of each `runs[name]()` in each of `rounds` rounds that call every run once, in turn.
+
+  Odd rounds go in reverse order, so that no case always follows the same one.
+  """
+  times = {name: [] for name in runs}
+  for r in range(rounds):
+    for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+      start = time.perf_counter()
+      runs[name]()
+      times[name].append(time.perf_counter() - start)
+    report(r, {name: t[-1] for name, t in times.items()})
+  return times
+
+
+def relative(times: dict[str, list[float]], base: str) -> dict[str, float]:
+  """Per case, the median over rounds of (its time / `base`'s time in the same round) - 1; {} without `base`.
+
+  A ratio within one round cancels the load that other processes put on a shared machine at that time.
+  """
+  if base not in times:
+    return {}
+  return {c: round(statistics.median(a / b for a, b in zip(t, times[base])) - 1.0, 4) for c, t in times.items()}
+
+
+def _config(case: str, args):
+  from svdkd_jax import config_files
+  variant = {"student+teacher": "student", "floor": "student", "kd_svd_paper": "kd_svd"}.get(case, case)
+  config = config_files.get_config(f"{os.path.join(os.path.dirname(__file__), '..', 'configs', 'cifar100_vgg.py')}:{variant}")
+  config.model.width = config.teacher.width = args.width
+  config.train.batch_size = args.batch
+  return config
+
+
+def _with_teacher_forward(student_step, teacher, mean, std):
+  """The student-alone step plus a teacher eval-mode forward whose output is kept (so it is not removed)."""
   import jax
   import jax.numpy as jnp
+  from svdkd_jax import input_pipeline, networks
+
+  def step(state, t_vars, batch):
+    state, metrics = student_step(state, None, batch)
+    images = input_pipeline.preprocess(batch["image"], None, train=False, mean=jnp.asarray(mean),
+                                       std=jnp.asarray(std), augment="none")
+    logits, _, _ = networks.apply(teacher, t_vars, images)
+    metrics["teacher_accuracy"] = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    return state, metrics
+
+  return jax.jit(step, donate_argnums=0)
+
+
+def step_runs(cases: list[str], args, mesh, batch) -> dict[str, Callable[[], None]]:
+  """Per case, a compiled train step (one step run now) and a closure running `args.steps` more steps."""
+  import jax
   import numpy as np
+  from svdkd_jax import distill, networks, train
 
-  from svdkd_jax import config_files
-  from svdkd_jax import input_pipeline
-  from svdkd_jax import parallel
-  from svdkd_jax import train
-
-  cases = [c.strip() for c in args.cases.split(",") if c.strip()] or list(CASES)
-  unknown = sorted(set(cases) - set(CASES))
-  if unknown:
-    raise SystemExit(f"unknown case(s) {unknown}; valid: {', '.join(CASES)}")
-  vgg_config = config_files.load_module(os.path.join(os.path.dirname(__file__), "..", "configs", "cifar100_vgg.py"))
-
-  mesh = parallel.create_mesh()
-  parallel.check_batch_size(args.batch, mesh, "--batch")
-  num_classes, steps_per_epoch = 100, 390
   mean, std = np.full(3, 120.0, np.float32), np.full(3, 64.0, np.float32)
-  rng = np.random.default_rng(0)
-  batch = input_pipeline.to_global(
-      {"image": rng.integers(0, 256, (args.batch, 32, 32, 3), dtype=np.uint8),
-       "label": rng.integers(0, num_classes, (args.batch,), dtype=np.int32)},
-      parallel.data_sharding(mesh))
-
-  def config_for(case):
-    variant = {"student+teacher": "student", "two_pullbacks": "student", "kd_svd_paper": "kd_svd"}.get(case, case)
-    config = vgg_config.get_config(variant)
-    config.model.width = config.teacher.width = args.width
-    config.train.batch_size = args.batch
-    return config
-
-  def teacher_forward_step(student_step, teacher):
-    """The student-alone step plus a teacher eval-mode forward whose output is kept (so it is not removed)."""
-    mean_, std_ = jnp.asarray(mean), jnp.asarray(std)
-
-    def step(state, t_vars, batch):
-      state, metrics = student_step(state, None, batch)
-      images = input_pipeline.preprocess(batch["image"], None, train=False, mean=mean_, std=std_, augment="none")
-      logits, _ = nnx.merge(teacher.eval_def, t_vars["params"], t_vars["rest"])(images)
-      metrics["teacher_accuracy"] = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-      return state, metrics
-
-    return jax.jit(step, donate_argnums=0)
-
-  runners = {}
+  runs = {}
   for case in cases:
-    config = config_for(case)
-    student = train.build_network(config.model.name, config.model.width, num_classes, 0, mesh=mesh)
-    teacher = train.random_teacher(config, num_classes, mesh=mesh) if case not in ("student", "teacher") else None
-    state, tx = train.create_train_state(config, student, steps_per_epoch, mesh=mesh)
-    kwargs = dict(steps_per_epoch=steps_per_epoch, mesh=mesh, mean=mean, std=std)
+    config = _config(case, args)
+    student = networks.build(config.model.name, config.model.width, NUM_CLASSES, 0, mesh=mesh)
+    teacher = train.random_teacher(config, NUM_CLASSES, mesh=mesh) if case not in ("student", "teacher") else None
+    state, tx = train.create_train_state(config, student, STEPS_PER_EPOCH, mesh=mesh)
+    distill_fn = floor_loss if case == "floor" else distill.from_config(config.distill)
+    kwargs = dict(distill_fn=distill_fn, steps_per_epoch=STEPS_PER_EPOCH, mesh=mesh, mean=mean, std=std)
     if case == "student+teacher":
-      step = teacher_forward_step(train.make_train_step(config, student, tx, **kwargs), teacher)
+      step = _with_teacher_forward(train.make_train_step(config, student, tx, **kwargs), teacher, mean, std)
     else:
       step = train.make_train_step(config, student, tx, teacher=teacher, **kwargs)
     t_vars = train.teacher_vars(teacher)
     start = time.perf_counter()
     state, metrics = step(state, t_vars, batch)  # compile + first step
     jax.block_until_ready(state)
-    loss = float(metrics["loss"])
-    print(f"{case:<18} compiled + 1 step in {time.perf_counter() - start:6.1f} s  (loss {loss:.3f})", flush=True)
-    runners[case] = [step, state, t_vars]
-
-  times = {case: [] for case in cases}
-  for r in range(args.rounds):
-    for case in cases:
-      step, state, t_vars = runners[case]
-      start = time.perf_counter()
-      for _ in range(args.steps):
-        state, _ = step(state, t_vars, batch)
-      jax.block_until_ready(state)
-      times[case].append((time.perf_counter() - start) / args.steps)
-      runners[case][1] = state
-    print(f"round {r + 1}/{args.rounds}: " + "  ".join(f"{c} {args.batch / times[c][-1]:.1f}" for c in cases),
+    print(f"{case:<18} compiled + 1 step in {time.perf_counter() - start:6.1f} s  (loss {float(metrics['loss']):.3f})",
           flush=True)
 
-  per_step = {c: statistics.median(t) for c, t in times.items()}
+    def run(step=step, t_vars=t_vars, holder=[state]):  # the state is donated: keep the latest
+      for _ in range(args.steps):
+        holder[0], _ = step(holder[0], t_vars, batch)
+      jax.block_until_ready(holder[0])
+
+    runs[case] = run
+  return runs
+
+
+def loss_breakdown(args, rounds: int) -> dict[str, float]:
+  """Milliseconds per step of the KD-SVD loss's parts on random ReLU maps of the pair's tap shapes (docstring)."""
+  from flax import nnx
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from svdkd_jax import distill, models, svd
+
+  student = nnx.eval_shape(lambda: models.create("vgg_student", NUM_CLASSES, rngs=nnx.Rngs(0), width=args.width))
+  shapes = [(args.batch, *shape) for shape in models.tap_shapes(student)]  # the teacher's are equal
+  rng = np.random.default_rng(0)
+  s_taps, t_taps = ([jnp.asarray(np.maximum(rng.standard_normal(s), 0), jnp.float32) for s in shapes] for _ in "st")
+
+  def gram_eigh(taps):
+    out = []
+    for m in (t.reshape(t.shape[0], -1, t.shape[-1]) for t in taps):
+      tall = m.shape[-2] >= m.shape[-1]
+      out.append(jnp.linalg.eigh(jnp.einsum("bmi,bmj->bij" if tall else "bim,bjm->bij", m, m))[0])
+    return out
+
+  def svd_fwd(s, t):
+    return [svd.truncated_svd(m.reshape(m.shape[0], -1, m.shape[-1]), k)[2] for taps, k in ((s, 2), (t, 1))
+            for m in taps]
+
+  fns = {"gram+eigh": lambda s, t: gram_eigh(s) + gram_eigh(t), "svd fwd": svd_fwd,
+         "loss fwd": lambda s, t: distill.kd_svd(k=1)(s, t, None, None)[0]}
+  losses = {**{f"loss fwd+bwd {m}": distill.kd_svd(k=1, svd_grad=m) for m in MODES}, "floor fwd+bwd": floor_loss}
+  for name, fn in losses.items():
+    fns[name] = lambda s, t, fn=fn: jax.grad(lambda s: fn(s, t, None, None)[0])(s)
+  runs = {}
+  for name, fn in fns.items():
+    jitted = jax.jit(fn)
+    jax.block_until_ready(jitted(s_taps, t_taps))
+    runs[name] = lambda jitted=jitted: jax.block_until_ready([jitted(s_taps, t_taps) for _ in range(args.steps)])
+  times = round_robin(runs, rounds, lambda r, last: None)
+  return {name: round(1000 * statistics.median(t) / args.steps, 2) for name, t in times.items()}
+
+
+def report(args, times: dict[str, list[float]], breakdown: dict[str, float]) -> dict:
+  """Prints the table (and the breakdown) and returns the JSON result; `times` as `round_robin` returns them."""
+  import flax
+  import jax
+
+  per_step = {c: statistics.median(t) / args.steps for c, t in times.items()}
   rates = {c: round(args.batch / t, 2) for c, t in per_step.items()}
-  rel = lambda base: {c: round(t / per_step[base] - 1.0, 4) for c, t in per_step.items()} if base in per_step else {}
-  vs_teacher, vs_pullbacks = rel("student+teacher"), rel("two_pullbacks")
-  kd = [c for c in cases if c.startswith("kd_svd")]
+  vs_teacher, vs_floor = relative(times, "student+teacher"), relative(times, "floor")
   print()
-  print(f"{'case':<18} {'img/s':>8} {'ms/step':>8} {'vs student+teacher':>19} {'vs two_pullbacks':>17}")
-  for c in cases:
-    fmt = lambda d: f"{100 * d[c]:+.1f}%" if c in d else "-"
-    print(f"{c:<18} {rates[c]:8.1f} {1000 * per_step[c]:8.1f} {fmt(vs_teacher):>19} {fmt(vs_pullbacks):>17}")
-  result = {
+  print(f"{'case':<18} {'img/s':>8} {'ms/step':>8} {'vs student+teacher':>19} {'vs floor':>9}")
+  for c in per_step:
+    fmt = lambda d: f"{100 * d[c]:+.1f}%" if c in d else "-"  # noqa: E731
+    print(f"{c:<18} {rates[c]:8.1f} {1000 * per_step[c]:8.1f} {fmt(vs_teacher):>19} {fmt(vs_floor):>9}")
+  if breakdown:
+    print("\nKD-SVD loss alone (ms per step): " + "  ".join(f"{k} {v:.1f}" for k, v in breakdown.items()))
+  return {
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
       "width": args.width, "batch": args.batch, "steps": args.steps, "rounds": args.rounds,
@@ -150,10 +213,38 @@ def main(argv=None) -> dict:
       "versions": {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__},
       "images_per_sec": rates,
       "time_vs_student_plus_teacher": vs_teacher,
-      "time_vs_two_pullbacks": vs_pullbacks,
-      "kd_svd_within_15pct_of_student_plus_teacher": (
-          {c: vs_teacher[c] <= TARGET for c in kd} if vs_teacher else {}),
+      "time_vs_floor": vs_floor,
+      "kd_svd_within_10pct_of_floor": {c: vs_floor[c] <= TARGET for c in per_step if c.startswith("kd_svd")
+                                       and vs_floor},
+      "kd_svd_loss_ms_per_step": breakdown,
   }
+
+
+def main(argv=None) -> dict:
+  args = parse_args(argv)
+  if args.devices:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={args.devices}").strip()
+  import numpy as np
+  from svdkd_jax import input_pipeline, parallel
+
+  cases = [c.strip() for c in args.cases.split(",") if c.strip()] or list(CASES)
+  unknown = sorted(set(cases) - set(CASES))
+  if unknown:
+    raise SystemExit(f"unknown case(s) {unknown}; valid: {', '.join(CASES)}")
+  mesh = parallel.create_mesh()
+  parallel.check_batch_size(args.batch, mesh, "--batch")
+  rng = np.random.default_rng(0)
+  batch = input_pipeline.to_global(
+      {"image": rng.integers(0, 256, (args.batch, 32, 32, 3), dtype=np.uint8),
+       "label": rng.integers(0, NUM_CLASSES, (args.batch,), dtype=np.int32)},
+      parallel.data_sharding(mesh))
+  runs = step_runs(cases, args, mesh, batch)
+  times = round_robin(runs, args.rounds, lambda r, last: print(
+      f"round {r + 1}/{args.rounds}: " + "  ".join(f"{c} {args.batch * args.steps / last[c]:.1f}" for c in runs),
+      flush=True))
+  breakdown = loss_breakdown(args, args.rounds) if args.breakdown else {}
+  result = report(args, times, breakdown)
   print(json.dumps(result), flush=True)
   return result
 

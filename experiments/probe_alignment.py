@@ -24,7 +24,6 @@ import os
 import sys
 from typing import Any
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -33,29 +32,18 @@ import numpy as np
 from svdkd_jax import checkpoint
 from svdkd_jax import distill
 from svdkd_jax import input_pipeline
-from svdkd_jax import metrics
+from svdkd_jax import networks
 from svdkd_jax import parallel
 from svdkd_jax import svd
-from svdkd_jax import train
+from svdkd_jax import workdir as workdir_lib
 
 BATCH = 128
 
 
-def _run_config(workdir: str) -> dict:
-  """The run's config.json; ValueError naming it when it is missing or damaged."""
-  path = os.path.join(workdir, train.CONFIG_FILE)
-  config = metrics.read_json(path)
-  if not isinstance(config, dict):
-    raise ValueError(f"{path} is missing or damaged (not a JSON object): {workdir} is not a usable run workdir.")
-  return config
-
-
-def _restore(config: dict, workdir: str, num_classes: int, mesh, image_size: int) -> train.Network:
-  """The network trained in `workdir` (its config.json's model), via `train.restore_teacher`."""
-  model = _run_config(workdir)["model"]
-  spec = {**config, "teacher": {**config["teacher"], "workdir": workdir, "checkpoint": "", "name": model["name"],
-                                "width": model["width"], "dropout": model.get("dropout")}}
-  return train.restore_teacher(ml_collections.ConfigDict(spec), num_classes, mesh=mesh, image_size=image_size)
+def restore_run(workdir: str, num_classes: int, *, mesh, image_size: int) -> networks.Network:
+  """The network trained in run `workdir` (teacher or student: its config.json's model), best checkpoint else latest."""
+  model = workdir_lib.read_config(workdir)["model"]
+  return networks.restore(workdir, model["name"], model["width"], num_classes, mesh=mesh, image_size=image_size)
 
 
 def _unit(v: jax.Array) -> jax.Array:
@@ -63,14 +51,14 @@ def _unit(v: jax.Array) -> jax.Array:
   return v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-30)
 
 
-def make_probe(student: train.Network, teacher: train.Network, *, k: int, beta: float, mean, std):
+def make_probe(student: networks.Network, teacher: networks.Network, *, k: int, beta: float, mean, std):
   """Jitted `(s_vars, t_vars, uint8 [B, H, W, 3], int labels [B]) -> {name: scalar or [taps] array}`."""
   loss_fn = distill.kd_svd(k=k, beta=beta, svd_grad="paper", loss_scale="mean")
 
   def probe(s_vars, t_vars, images, labels):
     x = input_pipeline.preprocess(images, None, train=False, mean=mean, std=std, augment="none")
-    s_logits, s_taps = nnx.merge(student.eval_def, s_vars["params"], s_vars["rest"])(x)
-    t_logits, t_taps = nnx.merge(teacher.eval_def, t_vars["params"], t_vars["rest"])(x)
+    s_logits, s_taps, _ = networks.apply(student, s_vars, x)
+    t_logits, t_taps, _ = networks.apply(teacher, t_vars, x)
     out = {"student_accuracy": jnp.mean(jnp.argmax(s_logits, -1) == labels),
            "teacher_accuracy": jnp.mean(jnp.argmax(t_logits, -1) == labels)}
     per_tap = {"cos_top1": [], "cos_aligned": [], "picked_second": []}
@@ -101,14 +89,13 @@ def sample_indices(size: int, batches: int) -> list[np.ndarray]:
 
 def probe_workdir(workdir: str, teacher_dir: str, *, batches: int, split: str) -> dict[str, Any]:
   """Means over `batches` batches of `make_probe`'s outputs for the student of `workdir` against `teacher_dir`."""
-  config = _run_config(workdir)
-  cfg = ml_collections.ConfigDict(config)
+  cfg = ml_collections.ConfigDict(workdir_lib.read_config(workdir))
   ds = input_pipeline.create_datasets(cfg.data, global_batch_size=BATCH, eval_batch_size=BATCH, seed=cfg.seed)
   source = ds.train if split == "train" else ds.eval
   mesh = parallel.create_mesh()
   size = ds.image_shape[0]
-  student = _restore(config, workdir, ds.num_classes, mesh, size)
-  teacher = _restore(config, teacher_dir, ds.num_classes, mesh, size)
+  student = restore_run(workdir, ds.num_classes, mesh=mesh, image_size=size)
+  teacher = restore_run(teacher_dir, ds.num_classes, mesh=mesh, image_size=size)
   k = int(cfg.distill.get("k", 1))
   fn = make_probe(student, teacher, k=k, beta=float(cfg.distill.get("beta", 8.0)), mean=ds.mean, std=ds.std)
   n = min(batches, len(source) // BATCH) or 1  # full batches only (one compilation); all of a tiny split
@@ -122,7 +109,7 @@ def probe_workdir(workdir: str, teacher_dir: str, *, batches: int, split: str) -
   return {"workdir": workdir, "variant": os.path.basename(os.path.dirname(os.path.abspath(workdir))),
           "seed": os.path.basename(os.path.abspath(workdir)), "teacher": teacher_dir, "split": split, "k": k,
           "examples": examples, **mean,
-          "checkpoints": [str(checkpoint.find_teacher_step_dir(d)) for d in (workdir, teacher_dir)]}
+          "checkpoints": [student.step_dir, teacher.step_dir]}
 
 
 def format_table(results: list[dict]) -> str:
@@ -144,18 +131,18 @@ def format_table(results: list[dict]) -> str:
 def check_run(workdir: str, teacher: str = "", *, student_checkpoint: bool = True) -> str:
   """The teacher workdir of run `workdir` (`teacher`, else its config.teacher.workdir), after checking that both
   are run workdirs with a finished checkpoint (the run's own only with `student_checkpoint`); ValueError if not."""
-  if not os.path.isfile(os.path.join(workdir, train.CONFIG_FILE)):
-    raise ValueError(f"{workdir} is not a run workdir (no {train.CONFIG_FILE}).")
-  teacher_dir = teacher or _run_config(workdir)["teacher"].get("workdir", "")
+  if not os.path.isfile(os.path.join(workdir, workdir_lib.CONFIG_FILE)):
+    raise ValueError(f"{workdir} is not a run workdir (no {workdir_lib.CONFIG_FILE}).")
+  teacher_dir = teacher or workdir_lib.read_config(workdir)["teacher"].get("workdir", "")
   if not teacher_dir:
     raise ValueError(f"{workdir} names no teacher (config.teacher.workdir is empty, e.g. a teacher or student-alone "
                      "run): pass --teacher DIR.")
-  if not os.path.isfile(os.path.join(teacher_dir, train.CONFIG_FILE)):
-    raise ValueError(f"teacher {teacher_dir} (of {workdir}) is not a run workdir (no {train.CONFIG_FILE}).")
+  if not os.path.isfile(os.path.join(teacher_dir, workdir_lib.CONFIG_FILE)):
+    raise ValueError(f"teacher {teacher_dir} (of {workdir}) is not a run workdir (no {workdir_lib.CONFIG_FILE}).")
   for who, path in ([("run", workdir)] if student_checkpoint else []) + [("teacher", teacher_dir)]:
     try:
-      checkpoint.find_teacher_step_dir(path)
-    except (ValueError, FileNotFoundError):
+      checkpoint.find_step_dir(path)
+    except FileNotFoundError:
       raise ValueError(f"{who} {path} has no finished checkpoint (nothing in "
                        f"{os.path.join(path, 'checkpoints')}).") from None
   return teacher_dir

@@ -4,7 +4,7 @@ r"""Which way does the KD-SVD gradient point? The three SVD backwards against th
       [--etas 1e-3 1e-2 1e-1]
 
 DIR is a run workdir (config.json, checkpoints/); its student (best, else latest checkpoint; `--init`: its initial
-weights, `train.build_network` with the run's seed) is probed against the teacher of `--teacher`, else of
+weights, `networks.build` with the run's seed) is probed against the teacher of `--teacher`, else of
 config.teacher.workdir, on `--batches` batches of 128 TRAINING images (a fixed random sample, permutation seed 0: the
 splits are stored sorted by class), normalised as at evaluation, both networks in eval mode. L = the run's KD-SVD loss
 (`distill.kd_svd` with its k, beta, loss_scale), g_mode = dL/dparams with `svd_grad=mode` (same forward for all),
@@ -34,14 +34,14 @@ import pathlib
 import sys
 from typing import Any
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
-from svdkd_jax import checkpoint, config_files, distill, input_pipeline, optim, parallel, train
+from svdkd_jax import config_files, distill, input_pipeline, networks, optim, parallel
+from svdkd_jax import workdir as workdir_lib
 
 probe_alignment = config_files.load_module(pathlib.Path(__file__).with_name("probe_alignment.py"))  # not a package
 
@@ -71,7 +71,7 @@ def _ratio(a: float, b: float) -> float | None:
   return float(a / b) if b > 0 else None
 
 
-def make_fns(student: train.Network, teacher: train.Network, cfg, mean, std):
+def make_fns(student: networks.Network, teacher: networks.Network, cfg, mean, std):
   """Jitted `grads(params, rest, t_vars, images, labels)` and `loss(params, rest, t_vars, images)`."""
   d = cfg.distill
   opts = dict(k=int(d.get("k", 1)), beta=float(d.get("beta", 8.0)), loss_scale=d.get("loss_scale", "sskd"))
@@ -79,9 +79,9 @@ def make_fns(student: train.Network, teacher: train.Network, cfg, mean, std):
 
   def nets(params, rest, t_vars, images):
     x = input_pipeline.preprocess(images, None, train=False, mean=mean, std=std, augment="none")
-    t_out = jax.lax.stop_gradient(nnx.merge(teacher.eval_def, t_vars["params"], t_vars["rest"])(x))
-    rest = jax.tree.map(lambda v: v, rest)  # fresh Variables at this trace level (as train.make_train_step)
-    return lambda p: nnx.merge(student.eval_def, p, rest)(x), t_out
+    t_logits, t_taps, _ = networks.apply(teacher, t_vars, x)
+    student_fn = lambda p: networks.apply(student, {"params": p, "rest": rest}, x)[:2]  # noqa: E731
+    return student_fn, jax.lax.stop_gradient((t_logits, t_taps))
 
   def grads(params, rest, t_vars, images, labels):
     net, (t_logits, t_taps) = nets(params, rest, t_vars, images)
@@ -124,16 +124,15 @@ def _tap_stats(taps: list[np.ndarray], tap_grads: dict[str, list[np.ndarray]]) -
 
 
 def probe(workdir: str, teacher_dir: str, *, batches: int, init: bool, etas=ETAS) -> dict[str, Any]:
-  config = probe_alignment._run_config(workdir)
-  cfg = ml_collections.ConfigDict(config)
+  cfg = ml_collections.ConfigDict(workdir_lib.read_config(workdir))
   ds = input_pipeline.create_datasets(cfg.data, global_batch_size=BATCH, eval_batch_size=BATCH, seed=cfg.seed)
   mesh, size = parallel.create_mesh(), ds.image_shape[0]
   if init:
-    student = train.build_network(cfg.model.name, cfg.model.width, ds.num_classes, cfg.seed, mesh=mesh,
-                                  image_size=size, dropout=cfg.model.get("dropout"))
+    student = networks.build(cfg.model.name, cfg.model.width, ds.num_classes, cfg.seed, mesh=mesh, image_size=size,
+                             dropout=cfg.model.get("dropout"))
   else:
-    student = probe_alignment._restore(config, workdir, ds.num_classes, mesh, size)
-  teacher = probe_alignment._restore(config, teacher_dir, ds.num_classes, mesh, size)
+    student = probe_alignment.restore_run(workdir, ds.num_classes, mesh=mesh, image_size=size)
+  teacher = probe_alignment.restore_run(teacher_dir, ds.num_classes, mesh=mesh, image_size=size)
   grads_fn, loss_fn = make_fns(student, teacher, cfg, ds.mean, ds.std)
   params, rest, t_vars = student.variables["params"], student.variables["rest"], teacher.variables
   n = min(batches, len(ds.train) // BATCH) or 1
@@ -155,7 +154,7 @@ def probe(workdir: str, teacher_dir: str, *, batches: int, init: bool, etas=ETAS
   main_layer_norm = {name: float(np.linalg.norm(v)) for name, v in lay["g_main"].items()}
   res: dict[str, Any] = {
       "workdir": workdir, "teacher": teacher_dir, "init": init, "examples": sum(len(b["label"]) for b in data),
-      "checkpoint": "init" if init else str(checkpoint.find_teacher_step_dir(workdir)),
+      "checkpoint": "init" if init else student.step_dir,
       "loss": base, "pairs": {k: float(v) for k, v in avg["aux"].items()},
       "param_norm": float(np.linalg.norm(np.concatenate(list(_layers(params).values())))),
       "grad_norm_main": float(np.linalg.norm(flat["g_main"])), "layers": main_layer_norm, "modes": {}}

@@ -22,8 +22,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from svdkd_jax import checkpoint
 from svdkd_jax import input_pipeline
+from svdkd_jax import networks
 from svdkd_jax import metrics as metrics_lib
 from svdkd_jax import parallel
 from svdkd_jax import train
@@ -48,13 +48,10 @@ def train_accuracy(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> 
   on_train = input_pipeline.Datasets(train=ds.train, eval=labelled, num_classes=ds.num_classes, mean=ds.mean,
                                      std=ds.std, global_batch_size=ds.global_batch_size,
                                      eval_batch_size=ds.eval_batch_size, seed=ds.seed)
-  net = train.build_network(config.model.name, config.model.width, ds.num_classes, config.seed, mesh=mesh,
-                            image_size=ds.image_shape[0], dropout=config.model.dropout)
-  manager = checkpoint.create_manager(str(workdir / "checkpoints"), keep=1, read_only=True)
-  step = manager.latest_step()
-  manager.close()
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), net.variables)
-  variables = checkpoint.restore_model(workdir / "checkpoints" / str(step), abstract)
+  last = workdir / "checkpoints" / str(metrics_lib.read_summary(str(workdir))["step"])  # the last, not the best
+  net = networks.restore(str(last), config.model.name, config.model.width, ds.num_classes, mesh=mesh,
+                         image_size=ds.image_shape[0])
+  variables = net.variables
   eval_step = train.make_eval_step(net, mesh=mesh, mean=ds.mean, std=ds.std)
   return 100 * train.evaluate(eval_step, variables, on_train, mesh)["eval_accuracy"]
 

@@ -6,8 +6,8 @@ Layout of `WORKDIR/checkpoints/<step>/` (one orbax `CheckpointManager`, one sub-
   data/    process_<i>-of-<n>.json                    each process's input-iterator position
   meta/    JSON: step, epoch, stage and the run's config (so a teacher can be checked against its network)
 Kept: the last `keep` checkpoints plus the best one by `eval_accuracy` (saved with metrics at each epoch end).
-A teacher is restored from its run's best checkpoint (else latest) or from an explicit `<step>` directory; only its
-`model` item is read, so the teacher run's optimiser does not matter.
+A finished run's network (a teacher, or a student for the probes) is restored from its best checkpoint (else latest) or
+from an explicit `<step>` directory (`find_step_dir`); only its `model` item is read, so its optimiser does not matter.
 
 Every restore first checks the step directory (`check_step`): each array decodes and the stored names and shapes
 match the target. So a damaged checkpoint is reported as `CheckpointUnreadableError` naming its directory, and a
@@ -275,8 +275,29 @@ def restore_latest(manager: ocp.CheckpointManager, *, model: Any, opt: Any, data
   return None
 
 
+def _best_or_latest(ckpt_dir: epath.Path) -> int | None:
+  manager = create_manager(str(ckpt_dir), keep=1, read_only=True)
+  step = manager.best_step()
+  if step is None:
+    step = manager.latest_step()
+  manager.close()
+  return step
+
+
+def find_step_dir(path: str) -> epath.Path:
+  """The checkpoint a finished run is read from: `path` itself if it is a `<step>` directory (holding `model/`),
+  else the best (else latest) checkpoint of the run workdir `path`. FileNotFoundError when there is none."""
+  path = _absolute(path)
+  if (path / "model").exists():
+    return path
+  step = _best_or_latest(path / "checkpoints") if (path / "checkpoints").exists() else None
+  if step is None:
+    raise FileNotFoundError(f"No finished checkpoint in {path} (neither {path / 'model'} nor {path / 'checkpoints'}).")
+  return path / "checkpoints" / str(step)
+
+
 def find_teacher_step_dir(workdir: str = "", checkpoint: str = "") -> epath.Path:
-  """The checkpoint directory a distillation run reads its teacher from.
+  """The checkpoint directory a distillation run reads its teacher from (`find_step_dir` with the config's fixes).
 
   `checkpoint` (a `<step>` directory holding `model/`) wins; otherwise the best (else latest) checkpoint of the
   teacher run in `workdir`. Raises FileNotFoundError with the fix when nothing is there.
@@ -297,11 +318,7 @@ def find_teacher_step_dir(workdir: str = "", checkpoint: str = "") -> epath.Path
     raise FileNotFoundError(
         f"No checkpoints in config.teacher.workdir={workdir!r} (looked for {ckpt_dir}). Train the teacher first: "
         f"python -m svdkd_jax.main --config ...:teacher --workdir {workdir}")
-  manager = create_manager(str(ckpt_dir), keep=1, read_only=True)
-  step = manager.best_step()
-  if step is None:
-    step = manager.latest_step()
-  manager.close()
+  step = _best_or_latest(ckpt_dir)
   if step is None:
     raise FileNotFoundError(f"No finished checkpoint in {ckpt_dir}; train the teacher first.")
   return ckpt_dir / str(step)

@@ -137,9 +137,13 @@ def _check_keys(config: ml_collections.ConfigDict, schema: ml_collections.Config
                      "from svdkd_jax.config.default().")
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
+def validate(config: ml_collections.ConfigDict):
   """Raises a one-line ValueError naming the first problem: an unknown or missing key, a network or method name,
-  a value out of range (including the distillation options, checked by `distill.from_config`)."""
+  a value out of range (including the distillation options, checked by `distill.from_config`).
+
+  Returns the run's distillation function, `distill.from_config(config.distill)`: building it is the check of its
+  options, and the trainer passes this one instance down (it is built once per run).
+  """
   # Imported here: config files import this module, and it must not pull in JAX (main.py loads them first).
   from svdkd_jax import distill  # pylint: disable=g-import-not-at-top
   from svdkd_jax import models  # pylint: disable=g-import-not-at-top
@@ -163,4 +167,4 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      f"{per_class} (0 = all).")
   if config.train.epochs < 1:
     raise ValueError(f"train.epochs={config.train.epochs} must be >= 1.")
-  distill.from_config(config.distill)  # Raises on bad options (k, beta, svd_grad, ...).
+  return distill.from_config(config.distill)  # Raises on bad options (k, beta, svd_grad, ...).

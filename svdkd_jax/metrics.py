@@ -8,6 +8,7 @@ Files go through `etils.epath`, so a workdir may be local or a URL (gs://...). W
 config.json, a truncated metrics.jsonl) are atomic: a reader sees the old file or the new one, never half of one.
 """
 
+from collections.abc import Callable
 import json
 import logging
 import math
@@ -174,6 +175,49 @@ class MetricWriter:
     if self._tb is not None:
       self._tb.close()
       self._tb = None
+
+
+class LaggedMeans:
+  """Means of the train step's metrics over a log interval, each step's fetched one step late, and images/s.
+
+  Fetching a step's metrics at once would make the host wait for that step before queueing the next; `add` fetches
+  the previous step's instead. `check(host_metrics, step)` sees every step's metrics once (e.g. to stop on NaN).
+  """
+
+  def __init__(self, batch_size: int, check: Callable[[dict, int], None] = lambda metrics, step: None):
+    self.batch_size = batch_size
+    self.check = check
+    self._pending: tuple[dict, int] | None = None
+    self._history: list[dict] = []
+    self.restart_clock()
+
+  def restart_clock(self) -> None:
+    """images/s counts the steps added from now on (call it after compilation and evaluation)."""
+    self._t0, self._steps = time.perf_counter(), 0
+
+  def _fetch(self) -> None:
+    if self._pending is not None:
+      step_metrics, step = self._pending
+      host = jax.device_get(step_metrics)
+      self.check(host, step)
+      self._history.append(host)
+      self._pending = None
+
+  def add(self, step_metrics: dict, step: int) -> None:
+    """Keeps `step`'s (device) metrics and fetches the previous step's."""
+    self._fetch()
+    self._pending = (step_metrics, step)
+    self._steps += 1
+
+  def row(self) -> dict:
+    """The means since the last row (the latest step fetched now), with images_per_sec if any step was timed."""
+    self._fetch()
+    row = {k: float(np.mean([h[k] for h in self._history])) for k in self._history[-1]}
+    if self._steps:
+      row["images_per_sec"] = self._steps * self.batch_size / (time.perf_counter() - self._t0)
+    self._history = []
+    self.restart_clock()
+    return row
 
 
 def read_metrics(workdir: str) -> list[dict]:

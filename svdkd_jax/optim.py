@@ -19,9 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-from jax.interpreters import ad
 import jax.numpy as jnp
 import optax
+
+try:  # JAX's symbolic zero cotangent: an internal type, so used only where this JAX has it (see zero_cotangent).
+  from jax.interpreters.ad import Zero as _SymbolicZero
+except ImportError:
+  _SymbolicZero = None
 
 PyTree = Any
 OPTIMIZERS = ("sgd", "adam")
@@ -153,6 +157,18 @@ def combine_gradients(main_grads: PyTree, dist_grads: PyTree, epoch, *, rule: st
   return jax.tree.map(poster, main_grads, dist_grads)
 
 
+def zero_cotangent(x: jax.Array) -> Any:
+  """A zero cotangent for the output `x` of a `jax.vjp` pullback.
+
+  JAX's symbolic zero where available: the pullback then skips the part of the graph that only the other outputs
+  need (in `main_and_dist_grads`, the whole SVD backward of the main-task pullback). Where this JAX lacks that
+  internal, an array of zeros: the same gradients at the cost of a full backward pass.
+  """
+  if _SymbolicZero is not None and hasattr(jax.typeof(x), "to_ct_aval"):
+    return _SymbolicZero(jax.typeof(x).to_ct_aval())
+  return jnp.zeros_like(x)
+
+
 def main_and_dist_grads(loss_fn: Callable[..., tuple[tuple[jax.Array, jax.Array], Any]], params: PyTree, *args):
   """Gradients of the main and the distillation loss from ONE forward pass (one `jax.vjp`, two pullbacks).
 
@@ -167,11 +183,8 @@ def main_and_dist_grads(loss_fn: Callable[..., tuple[tuple[jax.Array, jax.Array]
   """
   losses, pullback, aux = jax.vjp(lambda p: loss_fn(p, *args), params, has_aux=True)
   main_loss, dist_loss = losses
-  # Two pullbacks; the other loss's cotangent is a symbolic zero (not an array of zeros), so each backward pass skips
-  # the part of the graph only the other loss needs (e.g. the whole SVD backward in the main pullback). Measured on
-  # CPU: a vmap of the pullback over both cotangents instead was slower than two passes.
-  ones = lambda x: jnp.ones_like(x)  # noqa: E731
-  zero = lambda x: ad.Zero(jax.typeof(x).to_ct_aval())  # noqa: E731
-  (main_grads,) = pullback((ones(main_loss), zero(dist_loss)))
-  (dist_grads,) = pullback((zero(main_loss), ones(dist_loss)))
+  # Each pullback gets a zero cotangent for the other loss. Measured on CPU: a vmap of the pullback over both
+  # cotangents instead was slower than two passes.
+  (main_grads,) = pullback((jnp.ones_like(main_loss), zero_cotangent(dist_loss)))
+  (dist_grads,) = pullback((zero_cotangent(main_loss), jnp.ones_like(dist_loss)))
   return (main_loss, dist_loss), aux, main_grads, dist_grads

@@ -70,6 +70,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def abstract(tree, mesh: Mesh):
+  """`jax.ShapeDtypeStruct`s of `tree`'s arrays, replicated on `mesh`: a restore target for orbax."""
+  sharding = replicated(mesh)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
 def check_batch_size(global_batch_size: int, mesh: Mesh, name: str = "train.batch_size") -> None:
   """Raises a ValueError unless the global batch splits evenly over the devices and processes."""
   n = mesh.size

@@ -270,13 +270,13 @@ def test_package_runs_without_the_source_tree(tmp_path):
   shutil.copytree(ROOT / "svdkd_jax", tmp_path / "site" / "svdkd_jax", ignore=shutil.ignore_patterns("__pycache__"))
   script = (
       "import svdkd_jax, json, sys\n"
-      "from svdkd_jax import config, config_files, recipes, train\n"
+      "from svdkd_jax import config, config_files, recipes, workdir\n"
       "import svdkd_jax.quickstart\n"
       "c = config_files.get_config(sys.argv[1])\n"
       "config.validate(c)\n"
       "config.validate(recipes.quickstart('kd_svd'))\n"
-      "train.prepare_workdir(c, sys.argv[2])\n"
-      "train.prepare_workdir(c, sys.argv[2])  # compares with the schema's defaults\n"
+      "workdir.prepare(c, sys.argv[2], schema=config.default())\n"
+      "workdir.prepare(c, sys.argv[2], schema=config.default())  # compares with the schema's defaults\n"
       "print(json.dumps([svdkd_jax.__file__, c.model.name, c.data.source]))\n")
   env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
   proc = subprocess.run([sys.executable, "-c", script, f"{CONFIGS / 'cifar100_vgg.py'}:student,smoke",

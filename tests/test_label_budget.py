@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from svdkd_jax import config as config_lib
+from svdkd_jax import distill
 from svdkd_jax import input_pipeline
+from svdkd_jax import networks
 from svdkd_jax import parallel
 from svdkd_jax import recipes
 from svdkd_jax import train
@@ -35,7 +37,7 @@ def test_cross_entropy_counts_only_labelled_examples():
   for reduction in ("batch", "labelled"):
     assert float(train.cross_entropy(logits, full, reduction)) == pytest.approx(mean, rel=1e-6)
   # Accuracy over the labelled ones: example 0 right (argmax 0), example 2 wrong (argmax 2, label 1).
-  assert float(train._accuracy(logits, labels)) == pytest.approx(0.5)
+  assert float(train.accuracy(logits, labels)) == pytest.approx(0.5)
 
 
 @pytest.mark.slow
@@ -49,7 +51,7 @@ def test_train_step_cross_entropy_of_labelled_and_distillation_of_all(reduction)
   config.data.augment = "none"
   config.train.ce_reduction = reduction
   mesh = parallel.create_mesh(jax.devices()[:1])
-  student = train.build_network(config.model.name, 0.125, 3, 0, mesh=mesh, dropout=0.0)
+  student = networks.build(config.model.name, 0.125, 3, 0, mesh=mesh, dropout=0.0)
   teacher = train.random_teacher(config, 3, mesh=mesh, image_size=32)
   mean, std = np.full(3, 128.0, np.float32), np.full(3, 64.0, np.float32)
   rng = np.random.default_rng(0)
@@ -59,15 +61,14 @@ def test_train_step_cross_entropy_of_labelled_and_distillation_of_all(reduction)
 
   def one_step(labels):
     state, tx = train.create_train_state(config, student, steps_per_epoch=2, mesh=mesh)
-    step_fn = train.make_train_step(config, student, tx, steps_per_epoch=2, mesh=mesh, mean=mean, std=std,
-                                    teacher=teacher)
+    step_fn = train.make_train_step(config, student, tx, distill_fn=distill.from_config(config.distill),
+                                    steps_per_epoch=2, mesh=mesh, mean=mean, std=std, teacher=teacher)
     batch = jax.device_put({"image": images, "label": labels}, parallel.data_sharding(mesh))
     return jax.tree.map(np.asarray, step_fn(state, teacher.variables, batch)[1])
 
   m_mixed, m_full = one_step(mixed), one_step(full)
-  from flax import nnx
   x = input_pipeline.preprocess(images, None, train=False, mean=mean, std=std, augment="none")
-  logits = np.asarray(nnx.merge(student.eval_def, student.variables["params"], student.variables["rest"])(x)[0])
+  logits = np.asarray(networks.apply(student, student.variables, x)[0])
   lp = log_softmax(logits)
   labelled_ce = -lp[[1, 4, 6], full[[1, 4, 6]]]
   want = labelled_ce.sum() / (8 if reduction == "batch" else 3)

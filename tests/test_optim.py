@@ -259,3 +259,19 @@ def test_main_pullback_skips_the_distillation_only_backward():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), g_main, ref)
   assert not bool(jnp.all(jnp.isfinite(g_dist["body"])))  # the distillation pullback does run that branch
   np.testing.assert_array_equal(g_dist["head"], 0.0)
+
+
+def test_zero_cotangent_fallback_gives_the_same_gradients(monkeypatch):
+  """Without JAX's internal symbolic zero, `zero_cotangent` gives an array of zeros: same gradients, more work."""
+  rng = np.random.default_rng(4)
+  params = {"body": {"kernel": jnp.asarray(rng.standard_normal((4, 3)), jnp.float32), "bias": jnp.zeros(3)},
+            "head": {"kernel": jnp.asarray(rng.standard_normal((3, 2)), jnp.float32)}}
+  x, y = jnp.asarray(rng.standard_normal((5, 4)), jnp.float32), jnp.asarray(rng.standard_normal((5, 2)), jnp.float32)
+  loss_fn = functools.partial(_model_loss, calls=[])
+  assert not isinstance(optim.zero_cotangent(jnp.ones(())), jax.Array)  # this JAX has the symbolic zero
+  symbolic = jax.jit(functools.partial(optim.main_and_dist_grads, loss_fn))(params, x, y)
+  monkeypatch.setattr(optim, "_SymbolicZero", None)
+  zero = optim.zero_cotangent(jnp.ones((2,), jnp.bfloat16))
+  assert isinstance(zero, jax.Array) and zero.dtype == jnp.bfloat16 and not zero.any()
+  arrays = jax.jit(functools.partial(optim.main_and_dist_grads, loss_fn))(params, x, y)
+  jax.tree.map(np.testing.assert_array_equal, symbolic, arrays)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # every test starts JAX processes with other devi
 TWO_DEVICES = r"""
 import json, os, sys
 import jax, ml_collections, numpy as np
-from svdkd_jax import parallel, train
+from svdkd_jax import distill, networks, parallel, train
 
 assert jax.device_count() == 2, jax.devices()
 fsp_config, student_config, workdir = sys.argv[1:]  # two tiny_config()s as JSON, a workdir
@@ -35,11 +35,11 @@ batches = [{"image": rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8),
 out = {}
 for n in (1, 2):
   mesh = parallel.create_mesh(jax.devices()[:n])
-  student = train.build_network("vgg8", 0.125, 2, 0, mesh=mesh)
-  teacher = train.build_network("vgg13", 0.125, 2, 100, mesh=mesh)
+  student = networks.build("vgg8", 0.125, 2, 0, mesh=mesh)
+  teacher = networks.build("vgg13", 0.125, 2, 100, mesh=mesh)
   state, tx = train.create_train_state(config, student, steps_per_epoch=2, mesh=mesh)
-  step_fn = train.make_train_step(config, student, tx, steps_per_epoch=2, mesh=mesh, mean=[128.0] * 3,
-                                  std=[64.0] * 3, teacher=teacher)
+  step_fn = train.make_train_step(config, student, tx, distill_fn=distill.from_config(config.distill),
+                                  steps_per_epoch=2, mesh=mesh, mean=[128.0] * 3, std=[64.0] * 3, teacher=teacher)
   for batch in batches:
     batch = jax.device_put(batch, parallel.data_sharding(mesh))
     assert len(batch["image"].sharding.device_set) == n
@@ -48,8 +48,8 @@ for n in (1, 2):
   # KD-SVD (sharded SVD forward and custom VJP): one step from the same parameters.
   config.distill.method = "kd_svd"
   state, _ = train.create_train_state(config, student, steps_per_epoch=2, mesh=mesh)
-  step_fn = train.make_train_step(config, student, tx, steps_per_epoch=2, mesh=mesh, mean=[128.0] * 3,
-                                  std=[64.0] * 3, teacher=teacher)
+  step_fn = train.make_train_step(config, student, tx, distill_fn=distill.from_config(config.distill),
+                                  steps_per_epoch=2, mesh=mesh, mean=[128.0] * 3, std=[64.0] * 3, teacher=teacher)
   _, metrics = step_fn(state, teacher.variables, jax.device_put(batches[0], parallel.data_sharding(mesh)))
   out[n]["kd_svd"] = {k: np.asarray(metrics[k]) for k in ("dist_loss", "grad_norm_dist", "grad_norm")}
   config.distill.method = "fsp"

@@ -11,7 +11,6 @@ import math
 import os
 import pathlib
 
-from flax import nnx
 import jax
 import numpy as np
 import pytest
@@ -19,8 +18,9 @@ import pytest
 from svdkd_jax import checkpoint
 from svdkd_jax import config_files
 from svdkd_jax import input_pipeline
+from svdkd_jax import networks
 from svdkd_jax import optim
-from svdkd_jax import train
+from svdkd_jax import workdir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # trains smoke runs to probe
@@ -34,9 +34,8 @@ def probe():
 def _variables(config, num_classes: int, image_size: int, seed: int) -> dict:
   """The network's {"params", "rest"} with He-normal kernels and zero biases, drawn by NumPy: eager JAX
   initialisers compile one program per shape, which took most of this test's time on a busy machine."""
-  abstract = nnx.eval_shape(lambda: train._create(config.model.name, num_classes, config.model.width, seed,
-                                                  image_size, config.model.dropout))
-  variables = train._split(abstract)[2]
+  variables = networks.abstract_variables(config.model.name, config.model.width, num_classes, image_size=image_size,
+                                          dropout=config.model.dropout)
   rng = np.random.default_rng(seed)
 
   def fill(path, x):
@@ -55,7 +54,7 @@ def _write_run(variant: str, path: str, seed: int, **teacher) -> None:
   config.model.width = config.teacher.width = 0.125
   config.seed = seed
   config.teacher.update(teacher)
-  train.prepare_workdir(config, path)
+  workdir.prepare(config, path, schema=None)
   ds = input_pipeline.create_datasets(config.data, global_batch_size=32, eval_batch_size=32, seed=seed)
   manager = checkpoint.create_manager(os.path.join(path, "checkpoints"), keep=1)
   meta = {"step": 1, "num_classes": ds.num_classes, "config": json.loads(config.to_json_best_effort())}

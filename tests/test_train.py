@@ -9,12 +9,15 @@ import json
 import math
 import os
 
+from flax import nnx
 import jax
 import numpy as np
 import pytest
 
 from svdkd_jax import checkpoint
+from svdkd_jax import distill
 from svdkd_jax import metrics as metrics_lib
+from svdkd_jax import networks
 from svdkd_jax import parallel
 from svdkd_jax import train
 
@@ -137,11 +140,11 @@ def test_train_step_compiles_once(tiny_config):
   config = tiny_config("kd_svd")
   config.model.name = config.teacher.name = "vgg8"  # BatchNorm networks: running statistics travel in "rest".
   mesh = parallel.create_mesh(jax.devices()[:1])
-  student = train.build_network("vgg8", 0.125, 2, 0, mesh=mesh)
+  student = networks.build("vgg8", 0.125, 2, 0, mesh=mesh)
   teacher = train.random_teacher(config, 2, mesh=mesh, image_size=32)
   state, tx = train.create_train_state(config, student, steps_per_epoch=2, mesh=mesh)
-  step_fn = train.make_train_step(config, student, tx, steps_per_epoch=2, mesh=mesh, mean=[128.0] * 3,
-                                  std=[64.0] * 3, teacher=teacher)
+  step_fn = train.make_train_step(config, student, tx, distill_fn=distill.from_config(config.distill),
+                                  steps_per_epoch=2, mesh=mesh, mean=[128.0] * 3, std=[64.0] * 3, teacher=teacher)
   rng = np.random.default_rng(0)
   batch = {"image": rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), "label": rng.integers(0, 2, 8).astype(np.int32)}
   batch = jax.device_put(batch, parallel.data_sharding(mesh))
@@ -202,7 +205,7 @@ def test_teacher_workdir_may_be_relative(teacher_dir, monkeypatch, tiny_config):
 
 @pytest.mark.slow
 def test_mismatched_teacher(teacher_dir, tmp_path, tiny_config):
-  with pytest.raises(ValueError, match="holds vgg_teacher \\(width 0.125\\).*width 0.25"):
+  with pytest.raises(ValueError, match=r"holds vgg_teacher \(width 0.125, 2 classes\).*width 0.25.*config.teacher"):
     train.train_and_evaluate(tiny_config("kd_svd", teacher__workdir=teacher_dir, teacher__width=0.25), str(tmp_path))
 
 
@@ -237,7 +240,11 @@ def test_non_finite_loss_stops(tmp_path, tiny_config, final_params):
 
 def test_config_dropout_reaches_the_paper_vggs_only():
   """config.model.dropout / config.teacher.dropout set the paper VGGs' FC dropout; other networks ignore them."""
-  assert train._create("vgg_student", 10, 0.125, 0, 32, dropout=0.0).dropout.rate == 0.0
-  assert train._create("vgg_teacher", 10, 0.125, 0, 32, dropout=0.25).dropout.rate == 0.25
-  assert train._create("vgg_student", 10, 0.125, 0, 32).dropout.rate == 0.5  # the paper's default
-  assert not hasattr(train._create("resnet20", 10, 0.25, 0, 32, dropout=0.0), "dropout")
+  mesh = parallel.create_mesh(jax.devices()[:1])
+  module = lambda net: nnx.merge(net.train_def, net.variables["params"], net.variables["rest"])  # noqa: E731
+  config = tiny_config("student", model__dropout=0.0, teacher__dropout=0.25)
+  student, teacher = train.create_models(config, 2, mesh=mesh)
+  assert teacher is None and module(student).dropout.rate == 0.0
+  assert module(train.random_teacher(config, 2, mesh=mesh)).dropout.rate == 0.25
+  config = tiny_config("student", model__name="resnet20", model__dropout=0.0)
+  assert not hasattr(module(train.create_models(config, 2, mesh=mesh)[0]), "dropout")

@@ -20,7 +20,8 @@ height and width double ([B,32,32,64] ... [B,4,4,512]) and the first FC grows to
 code, at 64x64 a 4th max-pool runs before block 4, so taps are [B,32,32,128], [B,16,16,256], [B,8,8,512],
 [B,4,4,512].
 
-Dropout draws from the `dropout` rng stream (build with `nnx.Rngs(params=..., dropout=...)` or `nnx.Rngs(seed)`).
+Dropout draws from the `rngs` passed to the call (`model(x, rngs=nnx.Rngs(dropout=key))`, as the trainer does), else
+from the `dropout` stream the network was built with (`nnx.Rngs(params=..., dropout=...)` or `nnx.Rngs(seed)`).
 """
 
 from collections.abc import Sequence
@@ -65,7 +66,8 @@ class VGG(nnx.Module):
                        "nnx.Rngs(params=..., dropout=...) or nnx.Rngs(seed)") from e
     self.head = layers.dense(dims[-1], num_classes, rngs=rngs)
 
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
+  def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> tuple[jax.Array, list[jax.Array]]:
+    """`rngs`: the dropout masks' stream (train mode); None draws from the stream the network was built with."""
     if x.shape[1:3] != (self.input_size, self.input_size):
       raise ValueError(f"this VGG was built for {self.input_size}x{self.input_size} inputs (it flattens the last "
                        f"map), got {x.shape[1]}x{x.shape[2]}: pass input_size={x.shape[1]} to models.create")
@@ -78,7 +80,7 @@ class VGG(nnx.Module):
       taps.append(x)
     x = x.reshape(x.shape[0], -1)
     for fc in self.hidden:
-      x = self.dropout(nnx.relu(fc(x)))
+      x = self.dropout(nnx.relu(fc(x)), rngs=rngs)
     return self.head(x), taps
 
 

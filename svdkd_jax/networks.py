@@ -1,0 +1,132 @@
+"""A run's network as graph definitions plus variables: build a fresh one, restore a finished run's, apply one.
+
+    net = networks.build("vgg_student", 0.25, 100, seed=0, mesh=mesh)               # freshly initialised
+    net = networks.restore("runs/vgg/teacher", "vgg_teacher", 1.0, 100, mesh=mesh)  # a workdir or a <step> dir
+    logits, taps, rest = networks.apply(net, net.variables, x)                      # eval mode
+    logits, taps, rest = networks.apply(net, variables, x, train=True, rngs=nnx.Rngs(dropout=key))
+
+`variables` is `{"params": nnx.State, "rest": nnx.State}` (BatchNorm statistics and the dropout stream in "rest"),
+the layout of a checkpoint's `model` item. Teacher and student runs are restored alike: a run's network is its
+config's `model`, and the checkpoint's meta says which network that was.
+"""
+
+import dataclasses
+import inspect
+import logging
+from typing import Any
+
+from etils import epath
+from flax import nnx
+import jax
+
+from svdkd_jax import checkpoint
+from svdkd_jax import models
+from svdkd_jax import parallel
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+  """One network split for functional use: a graph definition per mode and its variables (replicated on a mesh)."""
+  name: str
+  train_def: nnx.GraphDef  # train-mode BatchNorm (batch statistics) and dropout
+  eval_def: nnx.GraphDef  # eval-mode BatchNorm (running statistics), no dropout
+  variables: dict  # {"params": nnx.State, "rest": nnx.State}
+  step_dir: str | None = None  # the checkpoint it was restored from; None for a fresh network
+
+
+def _create(name: str, width: float, num_classes: int, seed: int, image_size: int,
+            dropout: float | None) -> nnx.Module:
+  rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+  # The paper VGGs flatten their last map (they need the input size) and are the only networks with dropout.
+  options = {"input_size": image_size or 32, "dropout": dropout}
+  accepted = models.options(name)
+  options = {k: v for k, v in options.items() if k in accepted and v is not None}
+  return models.create(name, num_classes, rngs=rngs, width=width, **options)
+
+
+def _split(module: nnx.Module) -> tuple[nnx.GraphDef, nnx.GraphDef, dict]:
+  module.train()
+  train_def, _, _ = nnx.split(module, nnx.Param, ...)
+  module.eval()
+  eval_def, params, rest = nnx.split(module, nnx.Param, ...)
+  return train_def, eval_def, {"params": params, "rest": rest}
+
+
+def build(name: str, width: float, num_classes: int, seed: int, *, mesh: jax.sharding.Mesh, image_size: int = 32,
+          dropout: float | None = None) -> Network:
+  """A freshly initialised `models.create(name, ...)` (params from `seed`, dropout stream `seed + 1`) on `mesh`.
+
+  `image_size` matters only to the paper VGGs (they flatten the last map); `dropout` is their FC dropout rate
+  (None: the network's default, the paper's 0.5); other networks ignore both.
+  """
+  train_def, eval_def, variables = _split(_create(name, width, num_classes, seed, image_size, dropout))
+  return Network(name, train_def, eval_def, parallel.replicate(variables, mesh))
+
+
+def _abstract(name: str, width: float, num_classes: int, image_size: int,
+              dropout: float | None) -> tuple[nnx.GraphDef, nnx.GraphDef, dict]:
+  return _split(nnx.eval_shape(lambda: _create(name, width, num_classes, 0, image_size, dropout)))
+
+
+def abstract_variables(name: str, width: float, num_classes: int, *, image_size: int = 32,
+                       dropout: float | None = None) -> dict:
+  """The network's `{"params", "rest"}` as `jax.ShapeDtypeStruct`s, without initialising it (nothing is computed)."""
+  return _abstract(name, width, num_classes, image_size, dropout)[2]
+
+
+def _check_meta(step_dir: epath.Path, name: str, width: float, num_classes: int) -> dict:
+  """The saved run's `model` config; ValueError when its network or class count is not the one asked for."""
+  meta = checkpoint.read_meta(step_dir)
+  saved = meta.get("config", {}).get("model", {})
+  classes = meta.get("num_classes")
+  # Checkpoints without a meta item (none written by this package) are not checked here; the restore still is.
+  wrong_net = saved and (saved.get("name") != name or float(saved.get("width", 1.0)) != float(width))
+  if wrong_net or (classes is not None and classes != num_classes):
+    raise ValueError(f"{step_dir} holds {saved.get('name', name)} (width {saved.get('width', width)}, "
+                     f"{classes or num_classes} classes), not the {name} (width {width}, {num_classes} classes) "
+                     "asked for.")
+  return saved
+
+
+def restore(path: str, name: str, width: float, num_classes: int, *, mesh: jax.sharding.Mesh,
+            image_size: int = 32, dropout: float | None = None) -> Network:
+  """The network of a finished run: `path` is its workdir (best checkpoint, else latest) or a `<step>` directory.
+
+  Raises FileNotFoundError when there is no checkpoint and a one-line ValueError when the checkpoint holds another
+  network, width or class count than `name`, `width`, `num_classes`. `dropout` (paper VGGs; used in train mode
+  only) defaults to the saved run's rate.
+  """
+  step_dir = checkpoint.find_step_dir(path)
+  saved = _check_meta(step_dir, name, width, num_classes)
+  dropout = saved.get("dropout") if dropout is None else dropout
+  train_def, eval_def, abstract_vars = _abstract(name, width, num_classes, image_size, dropout)
+  try:
+    variables = checkpoint.restore_model(step_dir, parallel.abstract(abstract_vars, mesh))
+  except checkpoint.CheckpointUnreadableError:
+    raise  # A damaged checkpoint, not another network: its own message names the step directory.
+  except Exception as e:  # orbax raises several types on structure/shape mismatch.
+    raise ValueError(f"{step_dir} does not match the network {name} (width {width}, {num_classes} classes): "
+                     f"{type(e).__name__}: {' '.join(str(e).split())[:500]}") from None
+  logging.info("%s restored from %s", name, step_dir)
+  return Network(name, train_def, eval_def, variables, str(step_dir))
+
+
+def _takes_rngs(module: nnx.Module) -> bool:
+  return "rngs" in inspect.signature(type(module).__call__).parameters
+
+
+def apply(network: Network, variables: dict, x: jax.Array, *, train: bool = False,
+          rngs: nnx.Rngs | None = None) -> tuple[jax.Array, list[jax.Array], Any]:
+  """Runs `network` with `variables` on x [B, H, W, 3]: `(logits [B, C], taps [[B, h, w, d], ...], rest)`.
+
+  train=False: eval mode; `rest` is `variables["rest"]`. train=True: train mode; `rest` holds the updated BatchNorm
+  statistics, and dropout draws from `rngs` (its "dropout" stream) in the networks that have dropout (the paper
+  VGGs; without `rngs`, from the network's own stream). Other networks draw no randomness and ignore `rngs`.
+  Works inside jit and autodiff: the variables are copied into the current trace, where NNX lets the forward update
+  them.
+  """
+  graph_def = network.train_def if train else network.eval_def
+  model = nnx.merge(graph_def, variables["params"], variables["rest"], copy=True)
+  logits, taps = model(x, rngs=rngs) if rngs is not None and _takes_rngs(model) else model(x)
+  rest = nnx.split(model, nnx.Param, ...)[2] if train else variables["rest"]
+  return logits, taps, rest
