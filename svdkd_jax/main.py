@@ -27,7 +27,8 @@ from svdkd_jax import workdir_lock
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
-flags.DEFINE_bool("overwrite", False, "Delete a previous run with a different config in --workdir and start again.")
+flags.DEFINE_bool("overwrite", False, "Delete a previous run with a different config in --workdir and start again "
+                  "(without it, a run given a larger train.epochs and nothing else changed is extended).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for a multi-process run.")
 flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
 flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
@@ -112,6 +113,8 @@ def _check_config_file(argv: list[str]) -> None:
   try:
     config_files.get_config(spec)
   except (FileNotFoundError, ValueError) as e:
+    if os.environ.get("SVDKD_TRACEBACK"):
+      raise
     _exit_with_error(e)
 
 
