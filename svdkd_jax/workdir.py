@@ -99,7 +99,7 @@ def _refusal(workdir: str, changes: list[tuple[str, object, object]]) -> str:
     others = [k for k, _, _ in changes if k != EXTENDABLE_KEY]
     note = f" Only {EXTENDABLE_KEY} alone may grow to extend a run; here {', '.join(others)} changed with it."
     if others == ["optim.boundaries"]:  # configs whose boundaries follow the epoch count (the CPU recipes)
-      old = dict((k, a) for k, a, _ in changes)["optim.boundaries"]
+      old = {k: a for k, a, _ in changes}["optim.boundaries"]
       note += (f" To extend it on the schedule it was trained with, also pass "
                f"--config.optim.boundaries='{tuple(old or ())}'.")
   return (f"{workdir} holds a run with a different config ({shown}).{note} Use another --workdir, or pass "
@@ -128,11 +128,12 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, schema: ml_colle
   new = json.loads(config.to_json_best_effort())
   try:
     old = _load(path)
-    changes = [] if old is None else config_changes(old, new, schema)
-  except ValueError:  # damaged
+  except ValueError:  # damaged: only --overwrite goes on, by starting again
     if not overwrite:
       raise
     changes = [(CONFIG_FILE, "damaged", None)]
+  else:
+    changes = [] if old is None else config_changes(old, new, schema)
   extended = None if overwrite else extension(changes)
   if extended:
     logging.info("Extending the run in %s from %d to %d epochs: it continues from its last checkpoint.", workdir,
