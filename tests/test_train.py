@@ -238,7 +238,7 @@ def test_non_finite_loss_stops(tmp_path, tiny_config, final_params):
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
-def test_config_dropout_reaches_the_paper_vggs_only():
+def test_config_dropout_reaches_the_paper_vggs_only(tiny_config):
   """config.model.dropout / config.teacher.dropout set the paper VGGs' FC dropout; other networks ignore them."""
   mesh = parallel.create_mesh(jax.devices()[:1])
   module = lambda net: nnx.merge(net.train_def, net.variables["params"], net.variables["rest"])  # noqa: E731
