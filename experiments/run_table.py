@@ -14,6 +14,9 @@ says `complete` is skipped, an incomplete one resumes from its last checkpoint (
 command). A run whose workdir another process holds (`svdkd_jax.workdir_lock`, e.g. a second runner on the same
 ROOT) is skipped as `busy`, so no run is ever trained twice at once. One line per run is printed, then mean +- std
 per variant. Exit status 1 if any run failed (the others still ran, except students of a failed teacher).
+
+ROOT is a local folder: `run.log` is appended to with plain file I/O, and the workdir locks are local file locks
+(a URL cannot be locked). The trainer itself, `python -m svdkd_jax.main`, also takes gs:// workdirs.
 """
 
 import argparse

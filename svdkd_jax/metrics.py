@@ -82,8 +82,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
   write_text_atomic(path, json.dumps(jax.tree.map(_plain, obj), indent=2, default=str) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-  """The JSON in `path`; None if it is missing, or (with a warning naming it) if it is not valid JSON."""
+def read_json(path: str | os.PathLike, *, strict: bool = False) -> Any:
+  """The JSON in `path`; None if it is missing, or (with a warning naming it) if it is not valid JSON. `strict`:
+  invalid JSON raises json.JSONDecodeError (a ValueError) instead, for a caller that must not go on without it."""
   path = epath.Path(path)
   if not path.exists():
     return None
@@ -91,6 +92,8 @@ def read_json(path: str | os.PathLike) -> Any:
   try:
     return json.loads(text)
   except json.JSONDecodeError as e:
+    if strict:
+      raise
     logging.warning("%s is not valid JSON (%s, in %d bytes): it was cut short or damaged; ignoring it.", path, e,
                     len(text))
     return None

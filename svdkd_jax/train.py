@@ -1,9 +1,10 @@
 """Training: `train_and_evaluate(config, workdir)` trains one network (teacher, student alone, or distilled student).
 
 A run, in order: check the config and the workdir, build the mesh and the data, create the student (and restore
-the frozen teacher for a distillation run), resume from the latest checkpoint if any, then loop over steps with one
-jitted train step, evaluating on the full eval split at each epoch end and checkpointing every
-`train.checkpoint_every_steps` and at each epoch end. Metrics go to `WORKDIR/metrics.jsonl` and TensorBoard, the
+the frozen teacher for a distillation run), resume from the newest readable checkpoint if any (a damaged newer one
+is set aside as `<step>.unreadable`, with a warning), then loop over steps with one jitted train step, evaluating
+on the full eval split at each epoch end and checkpointing every `train.checkpoint_every_steps` and at each epoch
+end. Metrics go to `WORKDIR/metrics.jsonl` and TensorBoard, the
 final summary to `WORKDIR/summary.json` (`"complete": true` once every step ran).
 
 The train step (`make_train_step`), a pure function of (state, teacher variables, batch) jitted with the batch
@@ -377,14 +378,20 @@ class _RunCheckpoints:
     self._steps_per_epoch, self._data_iterator, self._t_start = steps_per_epoch, data_iterator, t_start
 
   def restore_latest(self, state: dict, mesh) -> tuple[dict, int | None]:
-    """`(state, step)` of the latest checkpoint, setting the data iterator and the record; `(state, None)` if none."""
-    step = self.manager.latest_step()
-    if step is None:
+    """`(state, step)` of the newest readable checkpoint, setting the data iterator and the record; `(state, None)`
+    if none. A damaged newer one is set aside with a warning (`checkpoint.restore_latest`); if the restore fails,
+    the manager is closed before the error goes up (no background saver left to trip over at exit)."""
+    try:
+      found = checkpoint.restore_latest(
+          self.manager, model=parallel.abstract({"params": state["params"], "rest": state["rest"]}, mesh),
+          opt=parallel.abstract({"opt_state": state["opt_state"], "step": state["step"]}, mesh),
+          data_iterator=self._data_iterator)
+    except BaseException:
+      self.manager.close()
+      raise
+    if found is None:
       return state, None
-    model, opt, meta = checkpoint.restore(
-        self.manager, step, model=parallel.abstract({"params": state["params"], "rest": state["rest"]}, mesh),
-        opt=parallel.abstract({"opt_state": state["opt_state"], "step": state["step"]}, mesh),
-        data_iterator=self._data_iterator)
+    step, model, opt, meta = found
     self.record.update({k: meta[k] for k in self.record if k in meta})
     logging.info("Resumed from %s at step %d.", self.manager.directory, step)
     return {**model, **opt}, int(step)
@@ -411,10 +418,12 @@ class _RunCheckpoints:
     loss, norm = step_metrics["loss"], step_metrics["param_norm"]
     if not (np.isfinite(loss) and np.isfinite(norm)):
       self.manager.wait_until_finished()
+      last = self.manager.latest_step()
+      saved = (f"The last good checkpoint is step {last} in {self.manager.directory}." if last is not None else
+               "There is no checkpoint yet, so a rerun starts from scratch.")
       raise FloatingPointError(
           f"Non-finite loss ({loss}) or parameters (norm {norm}) at step {step} (epoch "
-          f"{(step - 1) // self._steps_per_epoch}); stopped. The last good checkpoint is step "
-          f"{self.manager.latest_step()} in {self.manager.directory}. Lower optim.learning_rate or check the data.")
+          f"{(step - 1) // self._steps_per_epoch}); stopped. {saved} Lower optim.learning_rate or check the data.")
 
 
 def _evaluate_and_save(step: int, state: dict, *, evaluate_fn: Callable[[dict], dict], plan: _Plan,
@@ -489,6 +498,15 @@ def _summary(config: ml_collections.ConfigDict, plan: _Plan, step: int, ckpts: _
   return summary
 
 
+def _finished(summary: dict | None, config: ml_collections.ConfigDict) -> bool:
+  """Whether `summary` (summary.json) is of a complete run as long as `config` asks: a run extended by a larger
+  train.epochs keeps its shorter run's complete summary until it finishes, even if it is killed on the way."""
+  if not summary or not summary.get("complete"):
+    return False
+  epochs = summary.get("config", {}).get("train", {}).get("epochs", config.train.epochs)
+  return epochs == config.train.epochs
+
+
 def _create_datasets(config: ml_collections.ConfigDict, mesh) -> input_pipeline.Datasets:
   parallel.check_batch_size(config.train.batch_size, mesh)
   parallel.check_batch_size(config.train.eval_batch_size, mesh, "train.eval_batch_size")
@@ -499,13 +517,14 @@ def _create_datasets(config: ml_collections.ConfigDict, mesh) -> input_pipeline.
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False) -> dict:
   """Trains `config.model` (distilled from `config.teacher` unless distill.method == "none"); returns the summary.
 
-  Restarting the same command resumes from the latest checkpoint. See the module docstring for the step.
+  Restarting the same command resumes from the latest checkpoint; restarting it with a larger `train.epochs` (and
+  nothing else changed) extends the run from there (`workdir.prepare`). See the module docstring for the step.
   """
   t_start = time.time()
   distill_fn = config_lib.validate(config)  # The run's distillation loss, built once here.
   workdir_lib.prepare(config, workdir, schema=config_lib.default(), overwrite=overwrite)
   done = metrics_lib.read_summary(workdir)
-  if done and done.get("complete"):
+  if _finished(done, config):
     logging.info("%s is complete (summary.json); nothing to do.", workdir)
     return done
 

@@ -1,14 +1,18 @@
-"""A run's workdir: its `config.json`, written once, and the check that a restart continues the same run.
+"""A run's workdir: its `config.json`, and the check that a restart continues the same run (or extends it).
 
     workdir.prepare(config, "runs/x", schema=default_config)   # refuses a workdir holding another run
     workdir.read_config("runs/x")                              # the dict of config.json
+
+Rerunning with the same config resumes. Rerunning with a larger `train.epochs` and nothing else changed extends the
+run: it continues from its last checkpoint to the new length, as if it had been started with it (the data order,
+the learning-rate schedule and every step depend on the step number, not on the run's length). Any other change is
+refused unless `overwrite`. Files go through `etils.epath`, so the workdir may be a URL (gs://...).
 """
 
 import json
 import logging
-import os
-import shutil
 
+from etils import epath
 import jax
 import ml_collections
 
@@ -19,14 +23,33 @@ CONFIG_FILE = "config.json"
 RUN_CONTROL_KEYS = ("train.max_steps", "train.log_every_steps", "train.checkpoint_every_steps",
                     "train.keep_checkpoints", "data.num_workers", "data.data_dir", "data.cache_dir", "data.path",
                     "teacher.workdir", "teacher.checkpoint")
+# The one key whose growth extends a run instead of making it another run.
+EXTENDABLE_KEY = "train.epochs"
 # What `prepare(..., overwrite=True)` deletes: everything a run writes.
 RUN_OUTPUTS = ("checkpoints", "tensorboard", metrics_lib.METRICS_FILE, metrics_lib.SUMMARY_FILE, CONFIG_FILE)
 
 
+def _load(path: epath.Path) -> dict | None:
+  """The dict in a run's `config.json`; None if there is none; a ValueError saying what to do if it is damaged."""
+  damaged = ValueError(f"{path} is damaged (not valid JSON), so this workdir's run cannot be checked against the "
+                       "config: restore it, or pass --overwrite to start the run again.")
+  try:
+    config = metrics_lib.read_json(path, strict=True)
+  except ValueError:  # Cut short or overwritten: checking a restart against it would be a guess.
+    raise damaged from None
+  if config is not None and not isinstance(config, dict):
+    raise damaged
+  return config
+
+
 def read_config(workdir: str) -> dict:
-  """The config a run was started with, as the dict of `WORKDIR/config.json`."""
-  with open(os.path.join(workdir, CONFIG_FILE)) as f:
-    return json.load(f)
+  """The config a run was started with, as the dict of `WORKDIR/config.json` (FileNotFoundError if missing,
+  ValueError if damaged)."""
+  path = epath.Path(workdir) / CONFIG_FILE
+  config = _load(path)
+  if config is None:
+    raise FileNotFoundError(f"{path} is missing: {workdir} is not the workdir of a run.")
+  return config
 
 
 def _comparable(config_dict: dict) -> dict:
@@ -55,35 +78,70 @@ def config_changes(old: dict, new: dict, schema: ml_collections.ConfigDict | Non
   return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+def _grows_epochs(change: tuple[str, object, object]) -> bool:
+  key, old, new = change
+  return key == EXTENDABLE_KEY and isinstance(old, int) and isinstance(new, int) and new > old
+
+
+def extension(changes: list[tuple[str, object, object]]) -> tuple[int, int] | None:
+  """`(old epochs, new epochs)` if `changes` (see `config_changes`) extend a run: `train.epochs` grew, nothing
+  else changed. None otherwise."""
+  if len(changes) == 1 and _grows_epochs(changes[0]):
+    return changes[0][1], changes[0][2]
+  return None
+
+
+def _refusal(workdir: str, changes: list[tuple[str, object, object]]) -> str:
+  """The one-line message refusing to continue a run under `changes` (which are not an extension)."""
+  shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes[:8])
+  note = ""
+  if any(_grows_epochs(c) for c in changes):
+    others = [k for k, _, _ in changes if k != EXTENDABLE_KEY]
+    note = f" Only {EXTENDABLE_KEY} alone may grow to extend a run; here {', '.join(others)} changed with it."
+    if others == ["optim.boundaries"]:  # configs whose boundaries follow the epoch count (the CPU recipes)
+      old = {k: a for k, a, _ in changes}["optim.boundaries"]
+      note += (f" To extend it on the schedule it was trained with, also pass "
+               f"--config.optim.boundaries='{tuple(old or ())}'.")
+  return (f"{workdir} holds a run with a different config ({shown}).{note} Use another --workdir, or pass "
+          "--overwrite to delete that run and start again.")
+
+
 def _delete_run(workdir: str) -> None:
   logging.warning("--overwrite: deleting the previous run in %s", workdir)
   for name in RUN_OUTPUTS:
-    target = os.path.join(workdir, name)
-    if os.path.isdir(target):
-      shutil.rmtree(target)
-    elif os.path.exists(target):
-      os.remove(target)
+    target = epath.Path(workdir) / name
+    if target.is_dir():
+      target.rmtree()
+    elif target.exists():
+      target.unlink()
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str, *, schema: ml_collections.ConfigDict | None,
             overwrite: bool = False) -> None:
   """Creates `workdir` and writes its config; refuses a workdir holding a different run unless `overwrite`.
 
-  `schema` (every key with its default, or None) fills keys an older config.json lacks. With `overwrite`, the
-  previous run's checkpoints, metrics and summary are deleted.
+  `schema` (every key with its default, or None) fills keys an older config.json lacks. A larger `train.epochs`
+  alone extends the run (logged; with `overwrite`, the run starts again instead). With `overwrite`, a different or
+  damaged previous run's checkpoints, metrics and summary are deleted.
   """
-  path = os.path.join(workdir, CONFIG_FILE)
+  path = epath.Path(workdir) / CONFIG_FILE
   new = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    diff = config_changes(read_config(workdir), new, schema)
-    if diff and not overwrite:
-      shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff[:8])
-      raise ValueError(f"{workdir} holds a run with a different config ({shown}). Use another --workdir, or pass "
-                       "--overwrite to delete that run and start again.")
-    if diff and jax.process_index() == 0:
-      _delete_run(workdir)
+  try:
+    old = _load(path)
+  except ValueError:  # damaged: only --overwrite goes on, by starting again
+    if not overwrite:
+      raise
+    changes = [(CONFIG_FILE, "damaged", None)]
+  else:
+    changes = [] if old is None else config_changes(old, new, schema)
+  extended = None if overwrite else extension(changes)
+  if extended:
+    logging.info("Extending the run in %s from %d to %d epochs: it continues from its last checkpoint.", workdir,
+                 *extended)
+  elif changes and not overwrite:
+    raise ValueError(_refusal(workdir, changes))
+  elif changes and jax.process_index() == 0:
+    _delete_run(workdir)
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:  # Atomic: other processes may be reading it.
-      json.dump(new, f, indent=2)
-    os.replace(path + ".tmp", path)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    metrics_lib.write_json(path, new)  # Atomic: other processes may be reading it.

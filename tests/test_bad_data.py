@@ -67,6 +67,47 @@ def test_truncated_archive_from_the_command_line(tmp_path):
                     f"file is cut short or damaged. {sources.ARCHIVE_FIX}"]
 
 
+def _main_on_archive(tmp_path, arch):
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTEST_CURRENT_TEST", "SVDKD_TRACEBACK")}
+  return subprocess.run(
+      [sys.executable, "-m", "svdkd_jax.main", "--config", "configs/quickstart.py:student", "--workdir",
+       str(tmp_path / "run"), "--config.data.source=archive", f"--config.data.path={arch}",
+       f"--config.data.cache_dir={tmp_path / 'cache'}", "--config.data.num_classes=2"],
+      env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_labels_out_of_range_and_mixed_sizes_from_the_command_line(tmp_path):
+  """The real entry point on an archive whose labels exceed its classes, then on one mixing image sizes: one
+  `error:` line each (a DataError is a ValueError), exit status 2, no traceback, no training started."""
+  arch = tmp_path / "labels"
+  write_archive(arch, n=12, size=32, num_classes=3)  # labels 0, 1, 2 ...
+  meta = json.loads((arch / "meta.json").read_text())
+  meta["classes"] = ["c0", "c1"]  # ... but two classes listed
+  (arch / "meta.json").write_text(json.dumps(meta))
+  proc = _main_on_archive(tmp_path, arch)
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
+      f"error: {arch / 'train.npz'} (split 'train'; meta.json lists 2 classes): labels must be in [0, 2) (2 classes) "
+      "but span [0, 2] (4 outside, first at index 2): the data and its class list disagree; fix or rebuild the data."]
+  arch = tmp_path / "sizes"
+  write_archive(arch, n=12, size=32, num_classes=2)
+  with np.load(arch / "train.npz") as z:
+    jpeg, offsets, labels = z["jpeg"], z["offsets"], z["labels"]
+  blobs = [jpeg[offsets[i]:offsets[i + 1]] for i in range(len(labels))]
+  buf = io.BytesIO()
+  Image.fromarray(np.zeros((32, 40, 3), np.uint8)).save(buf, format="JPEG")
+  blobs[7] = np.frombuffer(buf.getvalue(), np.uint8)
+  offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+  np.savez(arch / "train.npz", jpeg=np.concatenate(blobs), offsets=offsets, labels=labels)
+  proc = _main_on_archive(tmp_path, arch)
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
+      f"error: {arch / 'train.npz'} image 7: image is [32, 40, 3] but the others are [32, 32, 3]: the split mixes "
+      "image sizes; set config.data.image_size to resize them, or rebuild the data with one size."]
+  assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_damaged_jpeg_names_the_image(tmp_path):
   arch = tmp_path / "arch"
   write_archive(arch)

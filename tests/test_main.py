@@ -1,9 +1,12 @@
-"""The command line: clean errors, and a run killed with SIGKILL / stopped with SIGTERM resumes to the same result."""
+"""The command line, end to end: one-line errors (exit status 2, no traceback) for what a user can get wrong, one
+run per workdir, and nothing lost when a run is killed, resumes past a damaged checkpoint or is extended."""
 
 import json
 import os
 import pathlib
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +15,10 @@ import jax
 import numpy as np
 import pytest
 
+from svdkd_jax import config_files
 from svdkd_jax import metrics
+from svdkd_jax import workdir_lock
+from test_checkpoint_damage import UNREADABLE, damage  # pylint: disable=g-bad-import-order
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The tiny student of tests/conftest.py: 9 steps per epoch, 2 epochs, a checkpoint every 2 steps.
@@ -21,20 +27,32 @@ ARGS = ["-m", "svdkd_jax.main", "--config", "configs/quickstart.py:student", "--
         "--config.train.batch_size=32", "--config.train.eval_batch_size=64", "--config.train.epochs=2",
         "--config.optim.boundaries=(1,)", "--config.train.log_every_steps=1",
         "--config.train.checkpoint_every_steps=2"]
+# An absl log line's prefix, e.g. "W1201 14:36:44.857290 140694881962880 checkpoint.py:265] ".
+LOG = r"[IWE]\d{{4}} \d\d:\d\d:\d\d\.\d+ +\d+ {file}:\d+\] "
 
 
 def _env():
-  return {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTEST_CURRENT_TEST")}
+  return {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTEST_CURRENT_TEST",
+                                                           workdir_lock.INHERIT_ENV, "SVDKD_TRACEBACK")}
+
+
+def _argv(workdir, extra) -> list[str]:
+  """`python ARGS --workdir WORKDIR EXTRA`, where an `--config.KEY=` of EXTRA replaces the one of ARGS."""
+  keys = {a.split("=", 1)[0] for a in extra if a.startswith("--config.")}
+  return [sys.executable, *(a for a in ARGS if a.split("=", 1)[0] not in keys), "--workdir", str(workdir), *extra]
 
 
 def _main(workdir, *extra, timeout=900):
-  return subprocess.run([sys.executable, *ARGS, "--workdir", str(workdir), *extra], env=_env(), cwd=ROOT,
-                        capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(_argv(workdir, extra), env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def _start(workdir):
-  return subprocess.Popen([sys.executable, *ARGS, "--workdir", str(workdir)], env=_env(), cwd=ROOT,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _start(workdir, *extra, log=None):
+  """Starts a run in the background; its stderr goes to the file `log` (or to a pipe)."""
+  if log is None:
+    return subprocess.Popen(_argv(workdir, extra), env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+  with open(log, "w") as f:  # the child keeps its own copy
+    return subprocess.Popen(_argv(workdir, extra), env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=f)
 
 
 def _wait_for_step(proc, workdir, step, timeout=900):
@@ -42,13 +60,43 @@ def _wait_for_step(proc, workdir, step, timeout=900):
   path = pathlib.Path(workdir) / "metrics.jsonl"
   t0 = time.time()
   while time.time() - t0 < timeout:
-    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    assert proc.poll() is None, proc.stderr.read()[-3000:] if proc.stderr else proc.returncode
     if path.exists():
       rows = metrics.read_jsonl(path)  # the trainer may be half-way through writing the last line
       if any(r["step"] >= step and "loss" in r for r in rows):
         return
     time.sleep(0.2)
   raise TimeoutError(f"no step {step} in {path} after {timeout}s")
+
+
+def _errors(proc) -> list[str]:
+  """The `error:` lines of a finished run's stderr, after checking that it printed no traceback."""
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+def _train_steps(workdir) -> list[int]:
+  return [r["step"] for r in metrics.read_metrics(str(workdir)) if "loss" in r]
+
+
+def _steps(workdir) -> list[str]:
+  return sorted(p.name for p in (pathlib.Path(workdir) / "checkpoints").iterdir())
+
+
+def _files(root) -> dict:
+  """Every file under `root` with its bytes, but the workdir lock (every run, refused or not, opens it)."""
+  root = pathlib.Path(root)
+  return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+          if p.is_file() and p.name != workdir_lock.LOCK_FILE}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+  """ARGS run uninterrupted to the end (2 epochs, 18 steps)."""
+  workdir = tmp_path_factory.mktemp("full")
+  proc = _main(workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir
 
 
 def test_unknown_override_is_a_clean_error(tmp_path):
@@ -68,10 +116,165 @@ def test_missing_teacher_is_a_clean_error(tmp_path):
   assert proc.returncode == 2 and "Train the teacher first" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_missing_config_file_and_unknown_variant_are_one_line(tmp_path):
+  """ml_collections loads --config while absl parses the flags: a missing file used to surface later as a traceback
+  ("Configuration is not available because of an earlier failure"), a bad variant as absl's usage error wrapping
+  one."""
+  proc = subprocess.run([sys.executable, "-m", "svdkd_jax.main", "--config", "configs/nope.py", "--workdir",
+                         str(tmp_path / "x")], env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr.splitlines() == [
+      "error: Config file 'configs/nope.py' does not exist (give a path like configs/cifar100_vgg.py)."]
+  proc = subprocess.run([sys.executable, "-m", "svdkd_jax.main", "--config=configs/cifar100_vgg.py:bogus",
+                         "--workdir", str(tmp_path / "x"), "--config.train.epochs=3"], env=_env(), cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  assert len(proc.stderr.splitlines()) == 1 and re.fullmatch(
+      r"error: Bad config variant 'bogus': give at most one of teacher, student, kd_svd, .*, optionally with smoke "
+      r"\(comma-separated, e\.g\. `configs/FILE\.py:kd_svd,smoke`\)\.", proc.stderr.splitlines()[0]), proc.stderr
+  assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.slow
-def test_sigkill_and_sigterm_then_resume_matches_uninterrupted(tmp_path, final_params):
-  full = _main(tmp_path / "full")
-  assert full.returncode == 0, full.stderr[-3000:]
+def test_second_run_on_a_workdir_in_use_is_refused(tmp_path, final_params):
+  """Two trainers on one workdir: the second is refused with the first one's name and touches nothing; the first,
+  killed with SIGKILL, leaves no stale lock, and its run resumes."""
+  run, long = tmp_path / "run", "--config.train.epochs=100"
+  first = _start(run, long, log=tmp_path / "first.log")
+  try:
+    _wait_for_step(first, run, 3)
+    second = _main(run, long, timeout=300)
+  finally:
+    first.kill()
+    first.wait()
+  assert first.returncode == -signal.SIGKILL  # still training when the second one started and stopped
+  holder = json.loads((run / workdir_lock.LOCK_FILE).read_text())
+  assert holder["pid"] == first.pid and holder["host"] == socket.gethostname()
+  assert second.returncode == 2
+  assert _errors(second) == [
+      f"error: {run} is in use by another run (pid {first.pid} on {holder['host']} since {holder['since']}: "
+      f"{holder['command']}). Wait for it to finish or stop it; two runs on one workdir would overwrite each other's "
+      "checkpoints."]
+  assert "train.py" not in second.stderr  # refused before the trainer started
+  # The OS dropped the killed run's lock: the same command resumes from its last checkpoint.
+  last = max(int(name) for name in _steps(run) if name.isdigit())
+  again = _main(run, long, f"--config.train.max_steps={last + 2}")
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert f"Resumed from {run / 'checkpoints'} at step {last}." in again.stderr
+  assert _train_steps(run) == list(range(1, last + 3))
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(final_params(str(run), last + 2)))
+
+
+@pytest.mark.slow
+def test_trainer_takes_over_the_lock_of_the_table_runner(tmp_path, monkeypatch):
+  """experiments/run_table.py locks the workdir, then starts the trainer with the lock handed down: the trainer
+  trains (instead of being refused by its own runner), and the lock is free afterwards."""
+  run_table = config_files.load_module(ROOT / "experiments" / "run_table.py")
+  monkeypatch.chdir(ROOT)
+  for name in ("XLA_FLAGS", "PYTEST_CURRENT_TEST", workdir_lock.INHERIT_ENV):
+    monkeypatch.delenv(name, raising=False)
+  run = run_table.Run("quickstart", "configs/quickstart.py", "student", "student", 0, str(tmp_path / "run"))
+  overrides = [a[len("--config."):] for a in ARGS if a.startswith("--config.")] + ["train.max_steps=2"]
+  rc = run_table.subprocess_runner(run, overrides)
+  log = (tmp_path / "run" / "run.log").read_text()
+  assert rc == 0, log[-3000:]
+  assert "in use by another run" not in log and "Traceback" not in log
+  assert metrics.read_summary(run.workdir)["step"] == 2
+  assert workdir_lock.holder(run.workdir) is None
+
+
+@pytest.mark.slow
+def test_resume_past_a_damaged_newest_checkpoint(tmp_path, final_params):
+  """The newest checkpoint is damaged: the run resumes from the one before with one warning naming it, keeps the
+  damaged files as <step>.unreadable, and logs every step once."""
+  run, keep = tmp_path / "run", "--config.train.keep_checkpoints=3"
+  first = _main(run, keep, "--config.train.max_steps=4")
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert _steps(run) == ["2", "4"]
+  damage(run / "checkpoints" / "4")
+  damaged = _files(run / "checkpoints" / "4")
+  again = _main(run, keep, "--config.train.max_steps=6")
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert _errors(again) == []
+  kept = run / "checkpoints" / "4.unreadable"
+  warnings = [line for line in again.stderr.splitlines() if "Resuming from step" in line]
+  assert len(warnings) == 1 and re.fullmatch(
+      LOG.format(file="checkpoint.py") + UNREADABLE.format(dir=re.escape(str(run / "checkpoints" / "4")))
+      + re.escape(f" Resuming from step 2 instead; the damaged checkpoint is kept as {kept}."), warnings[0]), warnings
+  assert _files(kept) == damaged
+  assert _steps(run) == ["2", "4", "4.unreadable", "6"]
+  for step in (2, 4, 6):  # every checkpoint restores
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(final_params(str(run), step)))
+  assert _train_steps(run) == [1, 2, 3, 4, 5, 6]
+  assert metrics.read_summary(str(run))["step"] == 6
+
+
+@pytest.mark.slow
+def test_more_epochs_extend_a_finished_run(tmp_path, full_run, final_params):
+  """A complete 1-epoch run rerun with train.epochs=2 continues to 2 epochs, even when killed on the way, and ends
+  with the parameters of a run started with 2 epochs. Changing the boundaries with the epochs is refused."""
+  run = tmp_path / "run"
+  one = _main(run, "--config.train.epochs=1")
+  assert one.returncode == 0, one.stderr[-3000:]
+  before = _files(run)
+  refused = _main(run, "--config.train.epochs=3", "--config.optim.boundaries=(2,)")
+  assert refused.returncode == 2
+  assert _errors(refused) == [
+      f"error: {run} holds a run with a different config (optim.boundaries: [1] -> [2]; train.epochs: 1 -> 3). Only "
+      "train.epochs alone may grow to extend a run; here optim.boundaries changed with it. To extend it on the "
+      "schedule it was trained with, also pass --config.optim.boundaries='(1,)'. Use another --workdir, or pass "
+      "--overwrite to delete that run and start again."]
+  assert _files(run) == before
+  # Extended, and killed on the way: its summary.json still says complete (for 1 epoch).
+  log = tmp_path / "extend.log"
+  proc = _start(run, "--config.train.epochs=2", log=log)
+  _wait_for_step(proc, run, 12)
+  proc.kill()
+  proc.wait()
+  lines = [line for line in log.read_text().splitlines() if "Extending" in line]
+  assert len(lines) == 1 and re.fullmatch(LOG.format(file="workdir.py") + re.escape(
+      f"Extending the run in {run} from 1 to 2 epochs: it continues from its last checkpoint."), lines[0]), lines
+  assert metrics.read_summary(str(run))["complete"]
+  # The same command again finishes it.
+  done = _main(run, "--config.train.epochs=2")
+  assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+  summary = metrics.read_summary(str(run))
+  assert (summary["complete"], summary["step"], summary["total_steps"], summary["epochs"]) == (True, 18, 18, 2)
+  assert _train_steps(run) == list(range(1, 19))
+  jax.tree.map(np.testing.assert_array_equal, final_params(str(full_run)), final_params(str(run)))
+
+
+@pytest.mark.slow
+def test_non_finite_loss_before_any_checkpoint(tmp_path):
+  run = tmp_path / "run"
+  proc = _main(run, "--config.optim.learning_rate=1e30", "--config.train.checkpoint_every_steps=100")
+  assert proc.returncode == 2
+  errors = _errors(proc)
+  assert len(errors) == 1 and re.fullmatch(
+      r"error: Non-finite loss \([^)]+\) or parameters \(norm [^)]+\) at step \d \(epoch 0\); stopped\. There is no "
+      r"checkpoint yet, so a rerun starts from scratch\. Lower optim\.learning_rate or check the data\.",
+      errors[0]), errors
+  assert not (run / "checkpoints").exists() or not _steps(run)
+
+
+@pytest.mark.slow
+def test_damaged_config_json_is_one_line(tmp_path):
+  run = tmp_path / "run"
+  (run / "checkpoints" / "9").mkdir(parents=True)
+  (run / "checkpoints" / "9" / "x").write_text("weights")
+  (run / "metrics.jsonl").write_text('{"step": 9, "loss": 0.5}\n')
+  (run / "config.json").write_text('{"seed": 0, "mod')  # cut short
+  before = _files(run)
+  proc = _main(run)
+  assert proc.returncode == 2
+  assert _errors(proc) == [
+      f"error: {run / 'config.json'} is damaged (not valid JSON), so this workdir's run cannot be checked against the "
+      "config: restore it, or pass --overwrite to start the run again."]
+  assert _files(run) == before
+
+
+@pytest.mark.slow
+def test_sigkill_and_sigterm_then_resume_matches_uninterrupted(tmp_path, full_run, final_params):
   run = tmp_path / "run"
   # SIGKILL mid-epoch: everything after the last checkpoint is lost.
   proc = _start(run)
@@ -92,5 +295,5 @@ def test_sigkill_and_sigterm_then_resume_matches_uninterrupted(tmp_path, final_p
   done = _main(run)
   assert done.returncode == 0, done.stderr[-3000:]
   assert json.loads((run / "summary.json").read_text())["complete"]
-  a, b = final_params(str(tmp_path / "full")), final_params(str(run))
+  a, b = final_params(str(full_run)), final_params(str(run))
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), a, b)

@@ -94,8 +94,10 @@ MAIN_ARGS = ["-m", "svdkd_jax.main", "--config", "configs/quickstart.py:student"
              "--config.train.checkpoint_every_steps=100"]
 
 
-def _run_processes(args: list[str], tmp_path, *, main_flags: bool = False, timeout: float = 900) -> list[str]:
-  """Runs `python ARGS` as processes 0 and 1 of a 2-process run on 127.0.0.1; returns their output.
+def _run_processes(args: list[str], tmp_path, *, main_flags: bool = False, timeout: float = 900,
+                   returncode: int = 0) -> list[str]:
+  """Runs `python ARGS` as processes 0 and 1 of a 2-process run on 127.0.0.1; returns their output once both have
+  exited with `returncode`.
 
   The cluster is given as svdkd_jax.main's flags (`main_flags`) or as JAX_* environment variables. Output goes to
   files (a full pipe left unread would block a process, and with it the other one, in a collective). When one
@@ -114,7 +116,7 @@ def _run_processes(args: list[str], tmp_path, *, main_flags: bool = False, timeo
   deadline = time.time() + timeout
   try:
     while any(p.poll() is None for p in procs):
-      if any(p.poll() not in (None, 0) for p in procs) or time.time() > deadline:
+      if any(p.poll() not in (None, returncode) for p in procs) or time.time() > deadline:
         break
       time.sleep(0.5)
   finally:
@@ -125,7 +127,7 @@ def _run_processes(args: list[str], tmp_path, *, main_flags: bool = False, timeo
       out.close()
   errs = [log.read_text() for log in logs]
   for i, (p, err) in enumerate(zip(procs, errs)):
-    assert p.returncode == 0, f"process {i} exited with {p.returncode}:\n{err[-4000:]}"
+    assert p.returncode == returncode, f"process {i} exited with {p.returncode}:\n{err[-4000:]}"
   return errs
 
 
@@ -139,6 +141,39 @@ def test_two_processes_match_one(tmp_path, final_params):
   a, b = final_params(str(tmp_path / "one")), final_params(str(tmp_path / "two"))
   import jax  # pylint: disable=g-import-not-at-top
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4, atol=1e-6), a, b)
+
+
+HOLD = r"""
+import sys, time
+from svdkd_jax import workdir_lock
+lock = workdir_lock.acquire(sys.argv[1])
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_two_processes_on_a_workdir_in_use_both_stop(tmp_path):
+  """Process 0 locks the workdir for the whole run; when another run holds it, process 0 names that run and process
+  1 stops with it (instead of waiting for its peer in a collective until the coordinator's timeouts)."""
+  workdir = tmp_path / "run"
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTEST_CURRENT_TEST", "SVDKD_WORKDIR_LOCK_FD")}
+  holder = subprocess.Popen([sys.executable, "-c", HOLD, str(workdir)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    errs = _run_processes(MAIN_ARGS + ["--workdir", str(workdir)], tmp_path, main_flags=True, timeout=300,
+                          returncode=2)
+  finally:
+    holder.kill()
+    holder.wait()
+  errors = [[line for line in err.splitlines() if line.startswith("error:")] for err in errs]
+  assert errors[0] == [f"error: {workdir} is in use by another run (pid {holder.pid} on {socket.gethostname()} "
+                       f"since {json.loads((workdir / '.lock').read_text())['since']}: -c {workdir}). Wait for it to "
+                       "finish or stop it; two runs on one workdir would overwrite each other's checkpoints."]
+  assert errors[1] == [f"error: {workdir} is in use by another run (named in the output of process 0). Wait for it "
+                       "to finish or stop it; two runs on one workdir would overwrite each other's checkpoints."]
+  assert not any("Traceback" in err for err in errs)
+  assert sorted(os.listdir(workdir)) == [".lock"]  # nothing written
 
 
 LAGGING = r"""
