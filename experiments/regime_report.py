@@ -53,6 +53,8 @@ def table_json(tables: dict[str, dict[str, list[report.RunResult]]]) -> dict:
     rows = {}
     for variant, runs in table.items():
       done = [r for r in runs if r.complete]
+      if not done:
+        continue  # still running
       rows[variant] = {"seeds": [r.seed for r in done], "last": [round(r.accuracy("last"), 2) for r in done],
                        "best": [round(r.accuracy("best"), 2) for r in done]}
     out[name] = {"labels_per_class": labels_per_class(table), "rows": rows}
@@ -114,8 +116,9 @@ def verdict_lines(rows: dict) -> list[str]:
     if p is None:
       continue
     rule = f"{p['verdict'].upper()}" if method in KD_SVD else "(baseline, same rule: " + p["verdict"] + ")"
-    lines.append(f"{METHODS.get(method, method)} - S-DNN: {p['mean']:+.2f} +- {p['sd']:.2f} (sd; se {p['se']:.2f}) "
-                 f"over seeds {p['seeds']}, paired differences {p['diffs']}: {rule}")
+    spread = f"+- {p['sd']:.2f} (sd; se {p['se']:.2f})" if len(p["seeds"]) > 1 else "(one seed: no spread yet)"
+    lines.append(f"{METHODS.get(method, method)} - S-DNN: {p['mean']:+.2f} {spread} over seeds {p['seeds']}, "
+                 f"paired differences {p['diffs']}: {rule}")
   return lines
 
 
@@ -153,12 +156,14 @@ def readme_block(js: dict) -> str:
   out = [README_BEGIN, ""]
   for name, t in js.items():
     rows = t["rows"]
-    out += [f"**{_budget(t)}** (`{name}`; last-epoch test accuracy in %, mean +- std over seeds)", "",
+    done = sum(len(m["seeds"]) for m in rows.values())
+    out += [f"**{_budget(t)}** (`{name}`; last-epoch test accuracy in %, mean +- std over seeds; {done} runs "
+            "complete)", "",
             "| method | seeds | last epoch | best epoch | paired diff vs S-DNN | verdict |", "|---|---|---|---|---|---|"]
     for v, m in rows.items():
       p = paired(rows, v) if v not in ("student", "teacher") else None
-      diff = f"{p['mean']:+.2f} +- {p['sd']:.2f}" if p else ""
-      verdict = p["verdict"] if p and v in KD_SVD else ""
+      diff = (f"{p['mean']:+.2f} +- {p['sd']:.2f}" if len(p["seeds"]) > 1 else f"{p['mean']:+.2f}") if p else ""
+      verdict = p["verdict"] + ("" if len(p["seeds"]) > 1 else " (1 seed)") if p and v in KD_SVD else ""
       out.append(f"| {METHODS.get(v, v)} | {len(m['seeds'])} | {report._fmt(m['last'])} | {report._fmt(m['best'])} | "
                  f"{diff} | {verdict} |")
     out.append("")

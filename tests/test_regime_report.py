@@ -74,6 +74,7 @@ def test_outputs(regime, tmp_path):
   text = readme.read_text()
   assert text.startswith("intro\n") and text.endswith("end\n") and "old" not in text
   assert "| KD-SVD, svd_grad=exact | 3 | 52.17 +- 0.76 |" in text and "+2.17 +- 0.29 | confirmed |" in text
+  assert "(`regime_cifar10`; last-epoch test accuracy in %, mean +- std over seeds; 7 runs complete)" in text
   md = (tmp_path / "out" / "regime_table.md").read_text()
   assert "train 60.00 %, eval 50.00 %, gap +10.00" in md  # S-DNN: last epoch's batch accuracy 0.6 vs eval 0.50
   for png in ("regime_curves.png", "regime_gap.png"):
