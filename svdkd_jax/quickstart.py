@@ -5,7 +5,8 @@
 Runs the `teacher`, `student` and `kd_svd` variants of `svdkd_jax.recipes.quickstart` (configs/quickstart.py
 re-exports it; no source tree needed) in WORKDIR/{teacher,student,kd_svd} (the KD-SVD student reads the teacher
 from WORKDIR/teacher). Each run resumes or is skipped if complete, so rerunning the command after an interruption
-continues where it stopped. `--config.X=Y` overrides go to all three.
+continues where it stopped. `--config.X=Y` overrides go to all three. Each run holds its workdir's lock, so a second
+quickstart (or `python -m svdkd_jax.main`) on the same folder is refused with one line.
 """
 
 import json
@@ -18,6 +19,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from svdkd_jax import recipes
+from svdkd_jax import workdir_lock
 
 RUNS = ("teacher", "student", "kd_svd")
 
@@ -40,8 +42,11 @@ def main(argv):
     if run == "kd_svd":
       config.teacher.workdir = os.path.join(FLAGS.workdir, "teacher")
     logging.info("quickstart: training %s", run)
-    summary = train.train_and_evaluate(config, os.path.join(FLAGS.workdir, run))
-    results[run] = summary
+    try:
+      with workdir_lock.acquire(os.path.join(FLAGS.workdir, run)):  # as python -m svdkd_jax.main does
+        results[run] = train.train_and_evaluate(config, os.path.join(FLAGS.workdir, run))
+    except workdir_lock.WorkdirLockedError as e:
+      raise SystemExit(f"error: {e}") from None
   print(f"\n{'run':<10} {'best acc':>9} {'last acc':>9} {'wall s':>8}")
   for run in RUNS:
     s = results[run]

@@ -297,3 +297,19 @@ def test_sigkill_and_sigterm_then_resume_matches_uninterrupted(tmp_path, full_ru
   assert json.loads((run / "summary.json").read_text())["complete"]
   a, b = final_params(str(full_run)), final_params(str(run))
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), a, b)
+
+
+@pytest.mark.slow
+def test_quickstart_refuses_a_workdir_in_use(tmp_path):
+  """The quickstart locks each run's workdir like the entry point: a held one is refused with one line."""
+  from svdkd_jax import workdir_lock
+  with workdir_lock.acquire(str(tmp_path / "teacher")):
+    proc = subprocess.run([sys.executable, "-m", "svdkd_jax.quickstart", "--workdir", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  line = proc.stderr.strip().splitlines()[-1]
+  assert re.fullmatch(rf"error: {re.escape(str(tmp_path / 'teacher'))} is in use by another run \(pid {os.getpid()} "
+                      r"on .*\)\. Wait for it to finish or stop it; two runs on one workdir would overwrite each "
+                      r"other's checkpoints\.", line), line
+  assert not (tmp_path / "teacher" / "checkpoints").exists()
