@@ -185,6 +185,10 @@ def plot(tables: dict, js: dict, curves_path: str, gap_path: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   colors = dict(zip(METHODS, plt.get_cmap("tab10").colors))
+  # A table whose students have not finished yet has nothing to plot (its teacher shows in the Markdown table).
+  tables = {k: t for k, t in tables.items() if any(r.complete for v, runs in t.items() if v != "teacher" for r in runs)}
+  if not tables:
+    return
   n = len(tables)
   fig, axes = plt.subplots(1, n, figsize=(7 * n, 4.8), squeeze=False)
   for ax, (name, table) in zip(axes[0], tables.items()):
