@@ -61,3 +61,23 @@ def tiny_config():
 def final_params():
   """`final_params(workdir, step=None)`: a run's checkpointed params (see `read_params`)."""
   return read_params
+
+
+@pytest.fixture
+def in_memory_gcs(tmp_path, monkeypatch):
+  """gs:// paths go to an in-memory fsspec file system standing in for GCS; a builtin open() of a URL fails the test
+  (everything must go through etils.epath). The working directory is `tmp_path`."""
+  import builtins  # pylint: disable=g-import-not-at-top
+  import fsspec  # pylint: disable=g-import-not-at-top
+  from etils.epath import backend  # pylint: disable=g-import-not-at-top
+  memory = fsspec.filesystem("memory")
+  monkeypatch.setattr(backend._FileSystemSpecBackend, "fs", lambda self, path: memory)
+  real_open = builtins.open
+
+  def local_open(file, *args, **kwargs):
+    assert "://" not in os.fspath(file) if isinstance(file, (str, os.PathLike)) else True, file
+    return real_open(file, *args, **kwargs)
+
+  monkeypatch.setattr(builtins, "open", local_open)
+  monkeypatch.chdir(tmp_path)
+  return memory

@@ -1,12 +1,10 @@
 """metrics.jsonl, summary.json and config.json survive a killed writer; gs:// workdirs go through etils.epath."""
 
-import builtins
 import json
 import logging
 import os
 import pathlib
 
-import fsspec
 import pytest
 
 from svdkd_jax import config_files
@@ -87,19 +85,8 @@ def test_torn_summary_and_config_are_read_as_absent_with_a_warning(tmp_path, cap
   assert sorted(os.listdir(tmp_path)) == ["config.json", "summary.json"]  # no temporary file left behind
 
 
-def test_gs_workdir_goes_through_epath(tmp_path, monkeypatch):
+def test_gs_workdir_goes_through_epath(tmp_path, in_memory_gcs):
   """A gs:// workdir (an in-memory fsspec file system stands in for GCS): nothing touches the local disk."""
-  from etils.epath import backend  # pylint: disable=g-import-not-at-top
-  memory = fsspec.filesystem("memory")
-  monkeypatch.setattr(backend._FileSystemSpecBackend, "fs", lambda self, path: memory)
-  real_open = builtins.open
-
-  def local_open(file, *args, **kwargs):
-    assert "://" not in os.fspath(file) if isinstance(file, (str, os.PathLike)) else True, file
-    return real_open(file, *args, **kwargs)
-
-  monkeypatch.setattr(builtins, "open", local_open)
-  monkeypatch.chdir(tmp_path)
   workdir = "gs://bucket/runs/a"
   _write(workdir, _rows(10, 20))
   writer = metrics.MetricWriter(workdir, tensorboard=False)

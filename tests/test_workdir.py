@@ -1,7 +1,6 @@
 """workdir.prepare: a damaged config.json is one clear line, a larger train.epochs alone extends a run (any other
 change is refused, with the fix when the boundaries followed the epochs), and gs:// workdirs go through etils.epath."""
 
-import builtins
 import json
 import logging
 import os
@@ -100,20 +99,9 @@ def test_extension_is_train_epochs_growing_alone():
   assert workdir.extension([("seed", 0, 1)]) is None
 
 
-def test_gs_workdir_goes_through_epath(tmp_path, monkeypatch):
+def test_gs_workdir_goes_through_epath(tmp_path, in_memory_gcs):
   """prepare on a gs:// workdir (an in-memory fsspec file system stands in for GCS): config.json written, checked,
   a damaged one reported, and --overwrite deleting the run; nothing touches the local disk."""
-  from etils.epath import backend  # pylint: disable=g-import-not-at-top
-  memory = fsspec.filesystem("memory")
-  monkeypatch.setattr(backend._FileSystemSpecBackend, "fs", lambda self, path: memory)
-  real_open = builtins.open
-
-  def local_open(file, *args, **kwargs):
-    assert "://" not in os.fspath(file) if isinstance(file, (str, os.PathLike)) else True, file
-    return real_open(file, *args, **kwargs)
-
-  monkeypatch.setattr(builtins, "open", local_open)
-  monkeypatch.chdir(tmp_path)
   root = "gs://bucket/runs/wire"
   workdir.prepare(_config(), root, schema=config_lib.default())
   assert workdir.read_config(root)["seed"] == 0
