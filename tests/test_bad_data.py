@@ -24,6 +24,18 @@ def _set_meta(folder: Path, **split_fields) -> None:
   (folder / "meta.json").write_text(json.dumps(meta))
 
 
+def replace_image(arch, index: int, shape: tuple[int, int]) -> None:
+  """Rewrites image `index` of the archive's train.npz as a black JPEG of `shape` (H, W)."""
+  with np.load(arch / "train.npz") as z:
+    jpeg, offsets, labels = z["jpeg"], z["offsets"], z["labels"]
+  blobs = [jpeg[offsets[i]:offsets[i + 1]] for i in range(len(labels))]
+  buf = io.BytesIO()
+  Image.fromarray(np.zeros((*shape, 3), np.uint8)).save(buf, format="JPEG")
+  blobs[index] = np.frombuffer(buf.getvalue(), np.uint8)
+  offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+  np.savez(arch / "train.npz", jpeg=np.concatenate(blobs), offsets=offsets, labels=labels)
+
+
 def test_truncated_archive_is_a_clear_error(tmp_path):
   arch = tmp_path / "arch"
   write_archive(arch)
@@ -92,14 +104,7 @@ def test_labels_out_of_range_and_mixed_sizes_from_the_command_line(tmp_path):
       "but span [0, 2] (4 outside, first at index 2): the data and its class list disagree; fix or rebuild the data."]
   arch = tmp_path / "sizes"
   write_archive(arch, n=12, size=32, num_classes=2)
-  with np.load(arch / "train.npz") as z:
-    jpeg, offsets, labels = z["jpeg"], z["offsets"], z["labels"]
-  blobs = [jpeg[offsets[i]:offsets[i + 1]] for i in range(len(labels))]
-  buf = io.BytesIO()
-  Image.fromarray(np.zeros((32, 40, 3), np.uint8)).save(buf, format="JPEG")
-  blobs[7] = np.frombuffer(buf.getvalue(), np.uint8)
-  offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
-  np.savez(arch / "train.npz", jpeg=np.concatenate(blobs), offsets=offsets, labels=labels)
+  replace_image(arch, 7, (32, 40))
   proc = _main_on_archive(tmp_path, arch)
   assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
   assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
@@ -173,14 +178,7 @@ def test_labels_out_of_range_name_the_split(tmp_path):
 def test_image_of_another_size_names_the_image(tmp_path):
   arch = tmp_path / "arch"
   write_archive(arch, size=16)
-  with np.load(arch / "train.npz") as z:
-    jpeg, offsets, labels = z["jpeg"], z["offsets"], z["labels"]
-  blobs = [jpeg[offsets[i]:offsets[i + 1]] for i in range(len(labels))]
-  buf = io.BytesIO()
-  Image.fromarray(np.zeros((16, 20, 3), np.uint8)).save(buf, format="JPEG")
-  blobs[7] = np.frombuffer(buf.getvalue(), np.uint8)
-  offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
-  np.savez(arch / "train.npz", jpeg=np.concatenate(blobs), offsets=offsets, labels=labels)
+  replace_image(arch, 7, (16, 20))
   with pytest.raises(sources.DataError) as e:
     sources.load_archive(arch, "train", 0, str(tmp_path / "cache"))
   assert str(e.value) == (f"{arch / 'train.npz'} image 7: image is [16, 20, 3] but the others are [16, 16, 3]: the "
