@@ -99,6 +99,26 @@ def test_distilled_student(teacher_dir, tmp_path, monkeypatch, method, options, 
 
 
 @pytest.mark.slow
+def test_zero_distillation_weight_is_the_student_alone(teacher_dir, tmp_path, tiny_config, final_params):
+  """Seed i of a distillation row pairs with seed i of S-DNN: same initialisation, data order and augmentation. With
+  its distillation gradient weighted by 0, the KD-SVD run ends where the student alone does; with weight 1 it does
+  not (so the paired differences of the tables measure the distillation gradient and nothing else)."""
+  student = str(tmp_path / "student")
+  train.train_and_evaluate(tiny_config("student", train__max_steps=4), student)
+  runs = {}
+  for weight in (0.0, 1.0):
+    runs[weight] = str(tmp_path / f"kd_svd_w{weight}")
+    config = tiny_config("kd_svd", teacher__workdir=teacher_dir, train__max_steps=4, distill__svd_grad="exact",
+                         combine__weight=weight)
+    train.train_and_evaluate(config, runs[weight])
+  alone, null, distilled = (by_path(final_params(d)) for d in (student, runs[0.0], runs[1.0]))
+  assert alone.keys() == null.keys() == distilled.keys()
+  for key in alone:
+    np.testing.assert_allclose(null[key], alone[key], rtol=1e-6, atol=1e-7, err_msg=key)
+  assert max(float(np.abs(distilled[k] - alone[k]).max()) for k in alone) > 1e-4
+
+
+@pytest.mark.slow
 def test_two_stage(teacher_dir, tmp_path, tiny_config):
   config = tiny_config("kd_svd", teacher__workdir=teacher_dir, distill__mechanism="2stage", distill__init_epochs=1,
                        train__max_steps=11)
