@@ -8,7 +8,7 @@ metrics.jsonl, run.log; no checkpoints needed). One table per label budget. Writ
   OUT/regime_table.json   {table: {"labels_per_class": N or null, "rows": {method: {"seeds", "last", "best"}}}},
                           accuracies in percent
   OUT/regime_table.md     per table: mean +- std per method, the paired differences and verdicts, the S-DNN vs
-                          KD-SVD train/eval gap, wall times and commands
+                          KD-SVD train/eval gap, the distillation/main gradient ratio, wall times and commands
   OUT/regime_curves.png   eval accuracy by epoch, mean over seeds with a min-max band, one panel per table
   OUT/regime_gap.png      S-DNN against KD-SVD (exact): training-batch accuracy (labelled images, train mode) and
                           eval accuracy by epoch
@@ -104,6 +104,18 @@ def gap(runs: Sequence[report.RunResult]) -> tuple[float, float] | None:
   return statistics.mean(p[0] for p in pairs), statistics.mean(p[1] for p in pairs)
 
 
+def grad_ratio(runs: Sequence[report.RunResult]) -> float | None:
+  """Mean over seeds of ||g_dist|| / ||g_main|| (global norms, before the per-tensor clipping) over the last
+  quarter of each run's logged training rows: how hard the distillation pulls against the task."""
+  per_run = []
+  for r in runs:
+    rows = [x for x in r.train_rows if x.get("grad_norm_dist") is not None and x.get("grad_norm_main")]
+    if r.complete and rows:
+      tail = rows[-max(1, len(rows) // 4):]
+      per_run.append(statistics.mean(x["grad_norm_dist"] / x["grad_norm_main"] for x in tail))
+  return statistics.mean(per_run) if per_run else None
+
+
 def _budget(js_table: dict) -> str:
   n = js_table["labels_per_class"]
   return "all labels" if n is None else f"{n} labels per class"
@@ -140,6 +152,11 @@ def markdown(tables: dict, js: dict, command: str) -> str:
       g = gap(table.get(v, []))
       if g:
         out.append(f"- {METHODS[v]}: train {g[0]:.2f} %, eval {g[1]:.2f} %, gap {g[0] - g[1]:+.2f}")
+    ratios = [(v, grad_ratio(runs)) for v, runs in table.items()]
+    if any(x is not None for _, x in ratios):
+      out += ["", "Distillation gradient against the main-task gradient, ||g_dist|| / ||g_main|| (global norms, before "
+              "the per-tensor clipping to sigmoid(epoch) x ||g_main||), last quarter of training, mean over seeds:", ""]
+      out += [f"- {METHODS.get(v, v)}: {x:.3f}" for v, x in ratios if x is not None]
     out += ["", "| method | seed | last | best | wall time (min) | command |", "|---|---|---|---|---|---|"]
     for v, runs in table.items():
       for r in runs:

@@ -45,11 +45,12 @@ def test_verdict_rule(regime):
   assert partial["seeds"] == [1, 2] and partial["diffs"] == [2.0, 1.0]
 
 
-def write_run(workdir: pathlib.Path, last: float, labels: int, epochs: int = 4) -> None:
+def write_run(workdir: pathlib.Path, last: float, labels: int, epochs: int = 4, dist: bool = False) -> None:
   workdir.mkdir(parents=True)
   lines = []
   for e in range(epochs):
-    lines.append(json.dumps({"step": 2 * e + 1, "epoch": e, "accuracy": 0.2 * e, "loss": 1.0}))
+    grads = {"grad_norm_main": 2.0, "grad_norm_dist": 1.0 + e} if dist else {"grad_norm_main": 2.0}
+    lines.append(json.dumps({"step": 2 * e + 1, "epoch": e, "accuracy": 0.2 * e, "loss": 1.0, **grads}))
     lines.append(json.dumps({"step": 2 * e + 2, "epoch": e, "eval_accuracy": last - 0.01 * (epochs - 1 - e)}))
   (workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
   summary = {"complete": True, "last_eval_accuracy": last, "best_eval_accuracy": last, "wall_time_sec": 60.0,
@@ -62,7 +63,7 @@ def test_outputs(regime, tmp_path):
   for table, labels in (("regime_cifar10", 0), ("regime_cifar10_labels250", 250)):
     for seed, (s, k) in enumerate([(0.50, 0.52), (0.51, 0.53), (0.49, 0.515)]):
       write_run(root / table / "student" / f"seed{seed}", s, labels)
-      write_run(root / table / "kd_svd_exact" / f"seed{seed}", k, labels)
+      write_run(root / table / "kd_svd_exact" / f"seed{seed}", k, labels, dist=True)
     write_run(root / table / "teacher" / "seed0", 0.6, labels)
   readme = tmp_path / "README.md"
   readme.write_text(f"intro\n{regime.README_BEGIN}\nold\n{regime.README_END}\nend\n")
@@ -77,5 +78,8 @@ def test_outputs(regime, tmp_path):
   assert "(`regime_cifar10`; last-epoch test accuracy in %, mean +- std over seeds; 7 runs complete)" in text
   md = (tmp_path / "out" / "regime_table.md").read_text()
   assert "train 60.00 %, eval 50.00 %, gap +10.00" in md  # S-DNN: last epoch's batch accuracy 0.6 vs eval 0.50
+  assert "- KD-SVD, svd_grad=exact: 2.000" in md  # last quarter of 4 rows: the last, 4.0 / 2.0
+  ratios = md.split("||g_dist|| / ||g_main||")[1].split("| method |")[0]
+  assert "KD-SVD" in ratios and "S-DNN" not in ratios  # no distillation gradient, no ratio
   for png in ("regime_curves.png", "regime_gap.png"):
     assert (tmp_path / "out" / png).stat().st_size > 10_000
