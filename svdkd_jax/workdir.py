@@ -16,6 +16,7 @@ from etils import epath
 import jax
 import ml_collections
 
+from svdkd_jax import distill
 from svdkd_jax import metrics as metrics_lib
 
 CONFIG_FILE = "config.json"
@@ -67,15 +68,26 @@ def _comparable(config_dict: dict) -> dict:
   return flat
 
 
+def _unread_distill_options(config_dict: dict) -> set[str]:
+  """The `distill.X` keys the run's method does not read (`svd_grad` of an FSP or student run): a new default for
+  them changes nothing the run computes."""
+  method = config_dict.get("distill", {}).get("method")
+  every = {o for name in distill.NAMES for o in distill.option_names(name)}
+  read = set(distill.option_names(method)) if method in distill.NAMES else every
+  return {f"distill.{o}" for o in every - read}
+
+
 def config_changes(old: dict, new: dict, schema: ml_collections.ConfigDict | None) -> list[tuple[str, object, object]]:
   """`(key, old value, new value)` for each result-deciding key that differs between two configs (as dicts).
 
   A key missing from `old` (added to the schema after that run was written) counts as its `schema` default there.
+  Options of distillation methods the run does not use (in both configs) are not compared.
   """
   a, b = _comparable(old), _comparable(new)
   defaults = _comparable(json.loads(schema.to_json_best_effort())) if schema is not None else {}
   a = {**{k: v for k, v in defaults.items() if k in b and k not in a}, **a}
-  return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+  unread = _unread_distill_options(old) & _unread_distill_options(new)
+  return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in unread]
 
 
 def _grows_epochs(change: tuple[str, object, object]) -> bool:

@@ -91,6 +91,28 @@ def test_more_epochs_extends_a_run_and_other_changes_are_refused(tmp_path, caplo
   assert sorted(os.listdir(tmp_path)) == ["config.json"]
 
 
+def test_options_of_an_unused_distillation_method_are_not_compared(tmp_path):
+  """A new default of `distill.svd_grad` (or `temperature`) does not make a student, FSP or soft-target run another
+  run; for a KD-SVD run it does."""
+  for variant, key, value in (("student", "svd_grad", "exact"), ("fsp", "svd_grad", "exact"),
+                              ("soft_target", "loss_scale", "mean"), ("kd_svd", "temperature", 2.0)):
+    root = str(tmp_path / variant)
+    workdir.prepare(recipes.quickstart(variant), root, schema=config_lib.default())
+    config = recipes.quickstart(variant)
+    config.distill[key] = value
+    workdir.prepare(config, root, schema=config_lib.default())
+    assert workdir.read_config(root)["distill"][key] == value
+  root = str(tmp_path / "kd_svd")
+  config = recipes.quickstart("kd_svd")
+  config.distill.svd_grad = "sskd_code" if config.distill.svd_grad != "sskd_code" else "exact"
+  with pytest.raises(ValueError, match="distill.svd_grad"):
+    workdir.prepare(config, root, schema=config_lib.default())
+  # A change of method compares every option.
+  assert [c[0] for c in workdir.config_changes({"distill": {"method": "fsp", "svd_grad": "paper"}},
+                                               {"distill": {"method": "kd_svd", "svd_grad": "exact"}}, None)] == \
+      ["distill.method", "distill.svd_grad"]
+
+
 def test_extension_is_train_epochs_growing_alone():
   assert workdir.extension([("train.epochs", 3, 5)]) == (3, 5)
   assert workdir.extension([("train.epochs", 5, 3)]) is None
