@@ -43,7 +43,9 @@ def default() -> ml_collections.ConfigDict:
   config.distill.method = "none"  # none | kd_svd | fsp | soft_target
   config.distill.k = 1  # kd_svd: number of distilled singular vectors per tap
   config.distill.beta = 8.0  # kd_svd: RBF width
-  config.distill.svd_grad = "paper"  # kd_svd: paper | exact | sskd_code
+  # kd_svd's SVD backward: exact (the gradient of the loss; the best mode of the regime table, README) | paper (the
+  # poster's truncated gradient) | sskd_code (what the released code computes). docs/svd_gradient.md 7.
+  config.distill.svd_grad = "exact"
   config.distill.loss_scale = "sskd"  # kd_svd: sskd (batch sum x 1/2 x sqrt(k)) | mean
   config.distill.temperature = 4.0  # soft_target
   # 1stage: main task + clipped distillation gradient every step (the released code).

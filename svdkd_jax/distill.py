@@ -107,7 +107,7 @@ def _aligned_features(student: Array, teacher: Array, k: int, svd_grad: str) -> 
   return svd.align(student_v, teacher_v, teacher_s)
 
 
-def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "paper", loss_scale: str = "sskd") -> DistillFn:
+def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale: str = "sskd") -> DistillFn:
   """KD-SVD (Lee, Kim, Song, ECCV 2018) as in the authors' released code (docs/method.md 2-4).
 
   Per tap l, each sample's map `M = reshape(F, [HW, D])` is decomposed: the student keeps k+1 right singular

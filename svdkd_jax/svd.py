@@ -55,7 +55,7 @@ _einsum = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
 
 
 def truncated_svd(
-    x: jax.Array, k: int, *, grad_mode: str = "paper"
+    x: jax.Array, k: int, *, grad_mode: str = "exact"
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Top-k singular triplets of `x` with a custom gradient.
 
