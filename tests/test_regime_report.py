@@ -76,6 +76,13 @@ def test_outputs(regime, tmp_path):
   assert text.startswith("intro\n") and text.endswith("end\n") and "old" not in text
   assert "| KD-SVD, svd_grad=exact | 3 | 52.17 +- 0.76 |" in text and "+2.17 +- 0.29 | confirmed |" in text
   assert "(`regime_cifar10`; last-epoch test accuracy in %, mean +- std over seeds; 7 runs complete)" in text
+  # Two paired seeds: no verdict in the README yet.
+  for name in ("kd_svd_exact", "student"):
+    for d in (root / "regime_cifar10" / name / "seed2").iterdir():
+      d.unlink()
+    (root / "regime_cifar10" / name / "seed2").rmdir()
+  assert regime.main(["--root", str(root), "--out", str(tmp_path / "out2"), "--readme", str(readme), "--no_plots"]) == 0
+  assert "| +2.00 +- 0.00 | pending (2 of 3 seeds) |" in readme.read_text()
   md = (tmp_path / "out" / "regime_table.md").read_text()
   assert "train 60.00 %, eval 50.00 %, gap +10.00" in md  # S-DNN: last epoch's batch accuracy 0.6 vs eval 0.50
   assert "- KD-SVD, svd_grad=exact: 2.000" in md  # last quarter of 4 rows: the last, 4.0 / 2.0
