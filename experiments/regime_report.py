@@ -10,8 +10,8 @@ metrics.jsonl, run.log; no checkpoints needed). One table per label budget. Writ
   OUT/regime_table.md     per table: mean +- std per method, the paired differences and verdicts, the S-DNN vs
                           KD-SVD train/eval gap, the distillation/main gradient ratio, wall times and commands
   OUT/regime_curves.png   eval accuracy by epoch, mean over seeds with a min-max band, one panel per table
-  OUT/regime_gap.png      S-DNN against KD-SVD (exact): training-batch accuracy (labelled images, train mode) and
-                          eval accuracy by epoch
+  OUT/regime_gap.png      S-DNN against both KD-SVD exact rows: training-batch accuracy (labelled images, train
+                          mode) and eval accuracy by epoch
   --readme FILE           the compact tables and verdicts, between FILE's `<!-- regime-table ... -->` markers
 
 The verdict rule, fixed before the runs: for each KD-SVD row, d_i = last-epoch accuracy of KD-SVD seed i minus that
@@ -221,7 +221,7 @@ def plot(tables: dict, js: dict, curves_path: str, gap_path: str) -> None:
 
   fig, axes = plt.subplots(1, n, figsize=(7 * n, 4.8), squeeze=False)
   for ax, (name, table) in zip(axes[0], tables.items()):
-    for variant in ("student", "kd_svd_exact"):
+    for variant in ("student", "kd_svd_exact", "kd_svd_exact_mean"):
       runs = [r for r in table.get(variant, []) if r.complete]
       if not runs:
         continue
@@ -230,7 +230,7 @@ def plot(tables: dict, js: dict, curves_path: str, gap_path: str) -> None:
       epochs = list(range(1, length + 1))
       train_mean = [statistics.mean(t[e - 1] for t in trains) for e in epochs]
       eval_mean = [statistics.mean(100 * r.evals[e - 1]["eval_accuracy"] for r in runs) for e in epochs]
-      label = METHODS[variant].split(" (")[0]
+      label = METHODS[variant].split(" (")[0].replace("KD-SVD, svd_grad=", "KD-SVD ")
       ax.plot(epochs, train_mean, ls=":", color=colors.get(variant), label=f"{label}: train batches")
       ax.plot(epochs, eval_mean, color=colors.get(variant), label=f"{label}: eval")
     _label(ax, f"{name} ({_budget(js[name])}): train vs eval accuracy, mean over seeds", "accuracy (%)")
