@@ -45,16 +45,20 @@ def test_verdict_rule(regime):
   assert partial["seeds"] == [1, 2] and partial["diffs"] == [2.0, 1.0]
 
 
-def write_run(workdir: pathlib.Path, last: float, labels: int, epochs: int = 4, dist: bool = False) -> None:
+def write_run(workdir: pathlib.Path, last: float, labels: int, epochs: int = 4, dist: bool = False,
+              loss_scale: str = "sskd") -> None:
   workdir.mkdir(parents=True)
   lines = []
   for e in range(epochs):
     grads = {"grad_norm_main": 2.0, "grad_norm_dist": 1.0 + e} if dist else {"grad_norm_main": 2.0}
+    if dist:
+      grads.update({"dist/pair_0": 8.0 * (e + 1), "dist/pair_1": 4.0})
     lines.append(json.dumps({"step": 2 * e + 1, "epoch": e, "accuracy": 0.2 * e, "loss": 1.0, **grads}))
     lines.append(json.dumps({"step": 2 * e + 2, "epoch": e, "eval_accuracy": last - 0.01 * (epochs - 1 - e)}))
   (workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
   summary = {"complete": True, "last_eval_accuracy": last, "best_eval_accuracy": last, "wall_time_sec": 60.0,
-             "config": {"data": {"name": "cifar10_jpeg", "labels_per_class": labels}}}
+             "config": {"data": {"name": "cifar10_jpeg", "labels_per_class": labels}, "train": {"batch_size": 4},
+                        "distill": {"loss_scale": loss_scale}}}
   (workdir / "summary.json").write_text(json.dumps(summary))
 
 
@@ -65,6 +69,8 @@ def test_outputs(regime, tmp_path):
       write_run(root / table / "student" / f"seed{seed}", s, labels)
       write_run(root / table / "kd_svd_exact" / f"seed{seed}", k, labels, dist=True)
     write_run(root / table / "teacher" / "seed0", 0.6, labels)
+  write_run(root / "regime_cifar10_labels250" / "kd_svd_exact_mean" / "seed0", 0.52, 250, dist=True,
+            loss_scale="mean")
   readme = tmp_path / "README.md"
   readme.write_text(f"intro\n{regime.README_BEGIN}\nold\n{regime.README_END}\nend\n")
   assert regime.main(["--root", str(root), "--out", str(tmp_path / "out"), "--readme", str(readme)]) == 0
@@ -86,7 +92,10 @@ def test_outputs(regime, tmp_path):
   md = (tmp_path / "out" / "regime_table.md").read_text()
   assert "train 60.00 %, eval 50.00 %, gap +10.00" in md  # S-DNN: last epoch's batch accuracy 0.6 vs eval 0.50
   assert "- KD-SVD, svd_grad=exact: 2.000" in md  # last quarter of 4 rows: the last, 4.0 / 2.0
-  ratios = md.split("||g_dist|| / ||g_main||")[1].split("| method |")[0]
+  # Per image: the batch sum (sskd) divided by the batch size (4), the batch mean as it is; last quarter = last row.
+  assert "- KD-SVD, svd_grad=exact: pair 0 8.0000, pair 1 1.0000" in md
+  assert "- KD-SVD, svd_grad=exact, loss_scale=mean: pair 0 32.0000, pair 1 4.0000" in md
+  ratios = md.split("||g_dist|| / ||g_main||")[1].split("KD-SVD loss per tap pair")[0]
   assert "KD-SVD" in ratios and "S-DNN" not in ratios  # no distillation gradient, no ratio
   for png in ("regime_curves.png", "regime_gap.png"):
     assert (tmp_path / "out" / png).stat().st_size > 10_000
