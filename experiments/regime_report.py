@@ -27,7 +27,7 @@ import os
 import pathlib
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import report  # experiments/report.py: the workdir readers (this folder is on sys.path when run as a script)
 
@@ -106,15 +106,17 @@ def gap(runs: Sequence[report.RunResult]) -> tuple[float, float] | None:
   return statistics.mean(p[0] for p in pairs), statistics.mean(p[1] for p in pairs)
 
 
+def _last_quarter(run: report.RunResult, logged: Callable[[dict], bool]) -> list[dict]:
+  """The last quarter (at least one) of a complete run's training rows that satisfy `logged`; [] otherwise."""
+  rows = [x for x in run.train_rows if logged(x)] if run.complete else []
+  return rows[-max(1, len(rows) // 4):] if rows else []
+
+
 def grad_ratio(runs: Sequence[report.RunResult]) -> float | None:
   """Mean over seeds of ||g_dist|| / ||g_main|| (global norms, before the per-tensor clipping) over the last
   quarter of each run's logged training rows: how hard the distillation pulls against the task."""
-  per_run = []
-  for r in runs:
-    rows = [x for x in r.train_rows if x.get("grad_norm_dist") is not None and x.get("grad_norm_main")]
-    if r.complete and rows:
-      tail = rows[-max(1, len(rows) // 4):]
-      per_run.append(statistics.mean(x["grad_norm_dist"] / x["grad_norm_main"] for x in tail))
+  tails = [_last_quarter(r, lambda x: x.get("grad_norm_dist") is not None and x.get("grad_norm_main")) for r in runs]
+  per_run = [statistics.mean(x["grad_norm_dist"] / x["grad_norm_main"] for x in tail) for tail in tails if tail]
   return statistics.mean(per_run) if per_run else None
 
 
@@ -124,13 +126,12 @@ def pair_losses(runs: Sequence[report.RunResult]) -> list[float] | None:
   divided by the batch size here; `mean` already is per image. Shows which taps a gradient fails to fit."""
   per_run = []
   for r in runs:
-    rows = [x for x in r.train_rows if "dist/pair_0" in x]
-    if not (r.complete and rows):
+    tail = _last_quarter(r, lambda x: "dist/pair_0" in x)
+    if not tail:
       continue
     config = r.summary.get("config", {})
     per_image = 1.0 if config.get("distill", {}).get("loss_scale") == "mean" else 1.0 / config["train"]["batch_size"]
-    tail = rows[-max(1, len(rows) // 4):]
-    n = len([k for k in rows[0] if k.startswith("dist/pair_")])
+    n = len([k for k in tail[0] if k.startswith("dist/pair_")])
     per_run.append([per_image * statistics.mean(x[f"dist/pair_{l}"] for x in tail) for l in range(n)])
   return [statistics.mean(col) for col in zip(*per_run)] if per_run else None
 
