@@ -54,8 +54,9 @@ def load_config_module(path: str):
 
 
 def plan(config_spec: str, root: str, *, variants: Sequence[str] = (), seeds: Sequence[int] = (),
-         teacher_seed: int = 0, table: str = "") -> list[Run]:
-  """The runs of one table, teacher first. `config_spec` = `path[:base,tokens]`."""
+         teacher_seed: int = 0, table: str = "", teacher_table: str = "") -> list[Run]:
+  """The runs of one table, teacher first. `config_spec` = `path[:base,tokens]`; `teacher_table` names another
+  table of `root` whose teacher the students read (default: the table's own)."""
   path, _, base = config_spec.partition(":")
   module = load_config_module(path)
   variants = list(variants) or list(getattr(module, "TABLE_VARIANTS", ()))
@@ -69,7 +70,7 @@ def plan(config_spec: str, root: str, *, variants: Sequence[str] = (), seeds: Se
   arg = lambda v: ",".join(base_tokens + [v])
   for v in variants:  # Fail before training anything if a variant is unknown.
     module.get_config(arg(v))
-  teacher_dir = os.path.join(root, table, "teacher", f"seed{teacher_seed}")
+  teacher_dir = os.path.join(root, teacher_table or table, "teacher", f"seed{teacher_seed}")
   runs = [Run(table, path, arg("teacher"), "teacher", teacher_seed, teacher_dir)]
   # variant -> how many of the file's TABLE_SEEDS it runs (the first ones), whatever --seeds asks for.
   per_variant = getattr(module, "SEEDS_PER_VARIANT", {})
@@ -139,7 +140,7 @@ def subprocess_runner(run: Run, overrides: Sequence[str], *, verbose: bool = Fal
     if verbose:
       return subprocess.call(cmd, **spawn)
     with open(os.path.join(run.workdir, "run.log"), "a") as log:
-      log.write(f"\n$ {' '.join(cmd)}\n")
+      log.write(f"\n$ python {' '.join(cmd[1:])}\n")  # the interpreter's path is the machine's, not the run's
       log.flush()
       return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, **spawn)
 
@@ -211,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--seeds", default="", help="comma-separated student seeds (default: the file's TABLE_SEEDS)")
   parser.add_argument("--teacher_seed", type=int, default=0)
   parser.add_argument("--table", default="", help="table name (default: the config file's stem + base tokens)")
+  parser.add_argument("--teacher_table", default="",
+                      help="read the teacher of this table of ROOT (default: the table's own, trained first)")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="config override for every run, e.g. --set train.epochs=2 (becomes --config.KEY=VALUE)")
   parser.add_argument("--teacher_checkpoint", choices=("best", "last"), default="best",
@@ -233,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   runs = []
   try:
     for spec in args.config:
-      runs += plan(spec, args.root, variants=variants, seeds=seeds, teacher_seed=args.teacher_seed, table=args.table)
+      runs += plan(spec, args.root, variants=variants, seeds=seeds, teacher_seed=args.teacher_seed, table=args.table,
+                   teacher_table=args.teacher_table)
   except (ValueError, FileNotFoundError) as e:
     parser.error(str(e))
   runner = lambda run, overrides: subprocess_runner(run, overrides, verbose=args.verbose,

@@ -15,6 +15,8 @@ import difflib
 import ml_collections
 
 MECHANISMS = ("1stage", "2stage")
+TEACHER_WEIGHTS = ("trained", "random")
+TEACHER_IMAGES = ("same", "deranged")
 CE_REDUCTIONS = ("batch", "labelled")
 
 
@@ -37,10 +39,14 @@ def default() -> ml_collections.ConfigDict:
   config.teacher.dropout = 0.5
   config.teacher.workdir = ""
   config.teacher.checkpoint = ""
+  # trained: restored as above. random: an untrained teacher (the architecture's random initialisation, seed
+  # config.seed + 100, frozen), a control for what distillation adds beyond the loss's form.
+  config.teacher.weights = "trained"
 
   # Distillation method and its options (see svdkd_jax.distill.get).
   config.distill = ml_collections.ConfigDict()
-  config.distill.method = "none"  # none | kd_svd | fsp | soft_target
+  # none | kd_svd | fsp | soft_target, or several joined by "+" (their losses summed: one distillation gradient).
+  config.distill.method = "none"
   config.distill.k = 1  # kd_svd: number of distilled singular vectors per tap
   config.distill.beta = 8.0  # kd_svd: RBF width
   # kd_svd's SVD backward: exact (the gradient of the loss; the best mode of the regime table, README) | paper (the
@@ -48,6 +54,9 @@ def default() -> ml_collections.ConfigDict:
   config.distill.svd_grad = "exact"
   config.distill.loss_scale = "sskd"  # kd_svd: sskd (batch sum x 1/2 x sqrt(k)) | mean
   config.distill.temperature = 4.0  # soft_target
+  # same: each student image is compared with the teacher's outputs on the same image. deranged: on another image
+  # of the batch (a seeded derangement per step, no image paired with itself), a control for the teacher's knowledge.
+  config.distill.teacher_images = "same"
   # 1stage: main task + clipped distillation gradient every step (the released code).
   # 2stage: distillation alone for `init_epochs`, then the main task alone (FSP's procedure; the paper's table).
   # The main phase is the full `train.epochs` recipe (optimiser reset, schedule restarted): init_epochs + epochs.
@@ -155,8 +164,13 @@ def validate(config: ml_collections.ConfigDict):
     if config[section][key] not in models.names():
       raise ValueError(f"config.{field}={config[section][key]!r} is not a network; valid: "
                        f"{', '.join(sorted(models.names()))}.")
-  if config.distill.method not in distill.NAMES:
-    raise ValueError(f"config.distill.method={config.distill.method!r}; valid: {', '.join(distill.NAMES)}.")
+  if not distill.is_method(config.distill.method):
+    raise ValueError(f"config.distill.method={config.distill.method!r}; valid: {', '.join(distill.NAMES)}, or "
+                     "several joined by '+'.")
+  for field, valid in (("teacher.weights", TEACHER_WEIGHTS), ("distill.teacher_images", TEACHER_IMAGES)):
+    section, key = field.split(".")
+    if config[section][key] not in valid:
+      raise ValueError(f"config.{field}={config[section][key]!r}; valid: {', '.join(valid)}.")
   if config.distill.mechanism not in MECHANISMS:
     raise ValueError(f"config.distill.mechanism={config.distill.mechanism!r}; valid: {', '.join(MECHANISMS)}.")
   if config.distill.mechanism == "2stage" and config.distill.method != "none" and config.distill.init_epochs < 1:

@@ -263,18 +263,39 @@ _REGISTRY: dict[str, Callable[..., DistillFn]] = {
 NAMES = tuple(_REGISTRY)
 
 
+def is_method(name: str) -> bool:
+  """Whether `name` is a method of the registry, or several joined by "+" (e.g. "kd_svd+soft_target")."""
+  parts = name.split("+")
+  return all(p in _REGISTRY for p in parts) and len(set(parts)) == len(parts)
+
+
 def option_names(name: str) -> tuple[str, ...]:
   """The keyword options `get(name, ...)` accepts, e.g. `("k", "beta", "svd_grad", "loss_scale")` for kd_svd."""
-  if name not in _REGISTRY:
-    raise ValueError(f"unknown distillation method {name!r}; valid methods: {', '.join(NAMES)}.")
-  return tuple(inspect.signature(_REGISTRY[name]).parameters)
+  if not is_method(name):
+    raise ValueError(f"unknown distillation method {name!r}; valid methods: {', '.join(NAMES)}, or several "
+                     "joined by '+'.")
+  return tuple(o for part in name.split("+") for o in inspect.signature(_REGISTRY[part]).parameters)
+
+
+def _sum_of(fns: dict[str, DistillFn]) -> DistillFn:
+  """The sum of several methods' losses (one distillation gradient); aux keys are prefixed `<method>/`."""
+
+  def fn(student_taps, teacher_taps, student_logits, teacher_logits):
+    total, aux = jnp.zeros((), jnp.float32), {}
+    for name, part in fns.items():
+      loss, part_aux = part(student_taps, teacher_taps, student_logits, teacher_logits)
+      total = total + loss
+      aux.update({f"{name}/{k}": v for k, v in part_aux.items()})
+    return total, aux
+
+  return fn
 
 
 def get(name: str, **options: Any) -> DistillFn:
   """Returns the distillation function `fn(student_taps, teacher_taps, student_logits, teacher_logits)`.
 
   Args:
-    name: one of `NAMES`.
+    name: one of `NAMES`, or several joined by "+": their losses are summed, each with its own options.
     **options: the method's options (see `option_names(name)` and each method's docstring).
 
   Raises:
@@ -285,7 +306,10 @@ def get(name: str, **options: Any) -> DistillFn:
   if unknown:
     raise ValueError(f"distill.get({name!r}): unknown option(s) {', '.join(unknown)}; valid options for {name!r}: "
                      f"{', '.join(valid) if valid else '(none)'}.")
-  return _REGISTRY[name](**options)
+  if "+" not in name:
+    return _REGISTRY[name](**options)
+  return _sum_of({part: get(part, **{k: v for k, v in options.items() if k in option_names(part)})
+                  for part in name.split("+")})
 
 
 def from_config(distill_config) -> DistillFn:

@@ -9,6 +9,11 @@ comma-separated list of tokens (`parse_arg`); the variants:
   kd_svd_exact      KD-SVD, svd_grad = "exact"
   kd_svd_sskd_code  KD-SVD, svd_grad = "sskd_code" (what the released TF code computes, docs/svd_gradient.md 5)
   kd_svd_exact_mean KD-SVD, svd_grad = "exact", distill.loss_scale = "mean" (batch mean instead of the sum)
+  kd_svd_exact_mean_untrained_teacher, kd_svd_exact_mean_deranged
+                    controls of kd_svd_exact_mean: an untrained teacher (teacher.weights = "random"), or each image
+                    matched to the teacher's taps of another image (distill.teacher_images = "deranged")
+  kd_svd_exact_mean_soft_target
+                    kd_svd_exact_mean plus soft targets: both losses summed, one distillation gradient
   fsp, soft_target  the baselines, 1-stage (main task + clipped distillation gradient, the released loop)
   fsp_2stage, kd_svd_2stage
                     2-stage (docs/method.md 6, 9): the distillation loss alone for `distill.init_epochs`, then the
@@ -32,7 +37,8 @@ import ml_collections
 from svdkd_jax import config as config_lib
 
 VARIANTS = ("teacher", "student", "kd_svd", "kd_svd_exact", "kd_svd_sskd_code", "fsp", "soft_target",
-            "fsp_2stage", "kd_svd_2stage", "kd_svd_exact_mean")
+            "fsp_2stage", "kd_svd_2stage", "kd_svd_exact_mean", "kd_svd_exact_mean_untrained_teacher",
+            "kd_svd_exact_mean_deranged", "kd_svd_exact_mean_soft_target")
 MODIFIERS = ("smoke",)
 # What the table runner (experiments/run_table.py) trains by default for a paper-scale config file.
 TABLE_VARIANTS = ("student", "soft_target", "fsp", "kd_svd_sskd_code", "kd_svd", "kd_svd_exact", "fsp_2stage",
@@ -55,6 +61,9 @@ _METHODS = {  # variant -> (distill.method, distill.svd_grad or None, distill.me
     "fsp_2stage": ("fsp", None, "2stage"),
     "kd_svd_2stage": ("kd_svd", "paper", "2stage"),
     "kd_svd_exact_mean": ("kd_svd", "exact", "1stage"),  # + distill.loss_scale = "mean"
+    "kd_svd_exact_mean_untrained_teacher": ("kd_svd", "exact", "1stage"),  # + teacher.weights = "random"
+    "kd_svd_exact_mean_deranged": ("kd_svd", "exact", "1stage"),  # + distill.teacher_images = "deranged"
+    "kd_svd_exact_mean_soft_target": ("kd_svd+soft_target", "exact", "1stage"),
 }
 
 
@@ -134,8 +143,12 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str | None, *, teacher
   config.distill.method = method
   if svd_grad is not None:
     config.distill.svd_grad = svd_grad
-  if variant == "kd_svd_exact_mean":
+  if variant.startswith("kd_svd_exact_mean"):
     config.distill.loss_scale = "mean"  # the batch mean of the PyTorch reimplementations, not the released sum
+  if variant == "kd_svd_exact_mean_untrained_teacher":
+    config.teacher.weights = "random"
+  if variant == "kd_svd_exact_mean_deranged":
+    config.distill.teacher_images = "deranged"
   if mechanism == "2stage":
     two_stage(config, init_epochs)
   if is_smoke:

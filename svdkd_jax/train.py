@@ -106,7 +106,9 @@ def create_models(config: ml_collections.ConfigDict, num_classes: int, *, mesh,
   student = networks.build(config.model.name, config.model.width, num_classes, config.seed, mesh=mesh,
                            image_size=image_size, dropout=config.model.dropout)
   teacher = None
-  if config.distill.method != "none":
+  if config.distill.method != "none" and config.teacher.weights == "random":
+    teacher = random_teacher(config, num_classes, mesh=mesh, image_size=image_size)
+  elif config.distill.method != "none":
     teacher = restore_teacher(config, num_classes, mesh=mesh, image_size=image_size)
   return student, teacher
 
@@ -146,6 +148,12 @@ def check_taps(config: ml_collections.ConfigDict, distill_fn: distill.DistillFn,
 
 # ---------------------------------------------------------------------------------------------------------------
 # steps
+
+
+def derangement(key: jax.Array, n: int) -> jax.Array:
+  """A random permutation of `range(n)` with no fixed point (one n-cycle through a random order), `[n]` int32."""
+  order = jax.random.permutation(key, n)
+  return jnp.zeros(n, jnp.int32).at[order].set(jnp.roll(order, -1).astype(jnp.int32))
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -248,6 +256,9 @@ def make_train_step(config: ml_collections.ConfigDict, student: networks.Network
       t_logits, t_taps, _ = networks.apply(teacher, t_vars, images)
       t_logits, t_taps = jax.lax.stop_gradient((t_logits, t_taps))
       metrics["teacher_accuracy"] = accuracy(t_logits, labels)
+      if config.distill.teacher_images == "deranged":  # control: each image meets the teacher on another one
+        other = derangement(jax.random.fold_in(jax.random.fold_in(seed_key, step), 1), labels.shape[0])
+        t_logits, t_taps = jax.tree.map(lambda t: jnp.take(t, other, axis=0), (t_logits, t_taps))
     args = (state["rest"], dropout_key, images, labels, t_logits, t_taps)
     (main, dist), aux, grads, main_grads, dist_grads = _gradients(
         loss_fn, state["params"], args, stage=stage, epoch=(step - offset) // steps_per_epoch,

@@ -73,7 +73,7 @@ def _unread_distill_options(config_dict: dict) -> set[str]:
   them changes nothing the run computes."""
   method = config_dict.get("distill", {}).get("method")
   every = {o for name in distill.NAMES for o in distill.option_names(name)}
-  read = set(distill.option_names(method)) if method in distill.NAMES else every
+  read = set(distill.option_names(method)) if distill.is_method(method or "") else every
   return {f"distill.{o}" for o in every - read}
 
 

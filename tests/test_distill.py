@@ -292,3 +292,25 @@ def test_dfv_layout_matches_the_definition():
   expected = np.exp(-np.square(front[:, :, None, :] - back[:, None, :, :]) / 8.0)  # [B, D_l, D_l+1, k]
   assert out.shape == (2, 3, 4, 2)
   np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_methods_joined_by_plus_sum_their_losses_with_their_own_options():
+  rng = np.random.default_rng(21)
+  s_taps = [jnp.asarray(rng.standard_normal((3, 4, 4, 4)), jnp.float32),
+            jnp.asarray(rng.standard_normal((3, 2, 2, 8)), jnp.float32)]
+  t_taps = [jnp.asarray(rng.standard_normal(x.shape), jnp.float32) for x in s_taps]
+  zs, zt = (jnp.asarray(rng.standard_normal((3, 5)), jnp.float32) for _ in range(2))
+  kd, kd_aux = distill.get("kd_svd", loss_scale="mean")(s_taps, t_taps, zs, zt)
+  st, _ = distill.get("soft_target", temperature=2.0)(s_taps, t_taps, zs, zt)
+  both, aux = distill.get("kd_svd+soft_target", loss_scale="mean", temperature=2.0)(s_taps, t_taps, zs, zt)
+  np.testing.assert_allclose(float(both), float(kd) + float(st), rtol=1e-6)
+  assert float(kd) > 0 and float(st) > 0
+  assert set(aux) == {"kd_svd/pair_0", "soft_target/kl"}
+  np.testing.assert_allclose(float(aux["kd_svd/pair_0"]), float(kd_aux["pair_0"]), rtol=1e-6)
+  assert distill.option_names("kd_svd+soft_target") == ("k", "beta", "svd_grad", "loss_scale", "temperature")
+  assert distill.is_method("fsp+soft_target") and not distill.is_method("fsp+fsp")
+  assert not distill.is_method("fsp+bogus")
+  with pytest.raises(ValueError, match="unknown distillation method 'fsp\\+bogus'"):
+    distill.get("fsp+bogus")
+  with pytest.raises(ValueError, match="unknown option.*k"):
+    distill.get("fsp+soft_target", k=1)

@@ -268,3 +268,29 @@ def test_config_dropout_reaches_the_paper_vggs_only(tiny_config):
   assert module(train.random_teacher(config, 2, mesh=mesh)).dropout.rate == 0.25
   config = tiny_config("student", model__name="resnet20", model__dropout=0.0)
   assert not hasattr(module(train.create_models(config, 2, mesh=mesh)[0]), "dropout")
+
+
+@pytest.mark.parametrize("n", [2, 3, 8, 128])
+def test_derangement_moves_every_image(n):
+  for seed in range(20):
+    perm = np.asarray(train.derangement(jax.random.key(seed), n))
+    assert sorted(perm.tolist()) == list(range(n))  # a permutation
+    assert not np.any(perm == np.arange(n))  # no image meets itself
+  draws = {tuple(np.asarray(train.derangement(jax.random.key(s), 8)).tolist()) for s in range(20)}
+  assert len(draws) > 15  # seeded, and not one fixed shift
+
+
+@pytest.mark.slow
+def test_controls_untrained_teacher_and_deranged_images_train(tmp_path, tiny_config, final_params):
+  """The controls need no teacher run (an untrained teacher) and change the distillation target (deranged images):
+  the two runs, and a run with both, end in different places, all finite."""
+  ends = {}
+  for name, options in {"untrained": {}, "deranged": {"distill__teacher_images": "deranged"}}.items():
+    config = tiny_config("kd_svd", teacher__weights="random", distill__svd_grad="exact", train__max_steps=3,
+                         **options)
+    summary = train.train_and_evaluate(config, str(tmp_path / name))
+    assert summary["step"] == 3 and np.isfinite(summary["last_eval_accuracy"])
+    ends[name] = by_path(final_params(str(tmp_path / name)))
+  assert max(float(np.abs(ends["untrained"][k] - ends["deranged"][k]).max()) for k in ends["untrained"]) > 1e-5
+  with pytest.raises(ValueError, match="teacher.weights='bogus'; valid: trained, random"):
+    train.train_and_evaluate(tiny_config("kd_svd", teacher__weights="bogus"), str(tmp_path / "bad"))
