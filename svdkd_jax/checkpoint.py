@@ -95,9 +95,21 @@ def _best_fn(metrics: dict) -> float:
   return float(metrics[BEST_METRIC])
 
 
-def _absolute(path: str) -> epath.Path:
-  """Local paths made absolute (orbax refuses relative ones); URLs such as gs://... as they are."""
+def _absolute(path: str | os.PathLike) -> epath.Path:
+  """Local paths made absolute for orbax (it refuses relative ones); URLs such as gs://... as they are.
+
+  Only orbax sees these: the paths this module returns (and its messages name) are the caller's, as given, so the
+  logs and records that show them hold no machine path.
+  """
+  path = os.fspath(path)
   return epath.Path(path if "://" in path else os.path.abspath(path))
+
+
+class _DropReadOnlyNotice(logging.Filter):
+  """Drops orbax's warning on every read-only manager (it names the absolute directory; read-only is asked for)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Given directory is read only")
 
 
 def create_manager(directory: str, *, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
@@ -112,7 +124,15 @@ def create_manager(directory: str, *, keep: int, read_only: bool = False) -> ocp
       best_fn=_best_fn, best_mode="max", preservation_policy=None if read_only else policy,
       create=not read_only, read_only=read_only, enable_async_checkpointing=not read_only,
       cleanup_tmp_directories=not read_only)  # A SIGKILL mid-save leaves a tmp directory: drop it on restart.
-  return ocp.CheckpointManager(_absolute(directory), options=options)
+  if not read_only:
+    return ocp.CheckpointManager(_absolute(directory), options=options)
+  notice = _DropReadOnlyNotice()
+  absl_logger = logging.getLogger("absl")
+  absl_logger.addFilter(notice)
+  try:
+    return ocp.CheckpointManager(_absolute(directory), options=options)
+  finally:
+    absl_logger.removeFilter(notice)
 
 
 def save(manager: ocp.CheckpointManager, step: int, *, model: Any, opt: Any, meta: dict,
@@ -170,7 +190,7 @@ def _check_structure(step_dir: epath.Path, item: str, target: Any) -> None:
   """CheckpointMismatchError unless the item stores exactly the target's leaves, with the same shapes."""
   handler = ocp.StandardCheckpointHandler()  # (A Checkpointer would also look for step metadata, and warn.)
   try:
-    stored = _names_and_shapes(handler.metadata(step_dir / item).tree)
+    stored = _names_and_shapes(handler.metadata(_absolute(step_dir / item)).tree)
   except Exception as e:  # pylint: disable=broad-except
     raise CheckpointUnreadableError(step_dir, f"the metadata of {item}/ ({_short(e)})") from None
   finally:
@@ -286,8 +306,9 @@ def _best_or_latest(ckpt_dir: epath.Path) -> int | None:
 
 def find_step_dir(path: str) -> epath.Path:
   """The checkpoint a finished run is read from: `path` itself if it is a `<step>` directory (holding `model/`),
-  else the best (else latest) checkpoint of the run workdir `path`. FileNotFoundError when there is none."""
-  path = _absolute(path)
+  else the best (else latest) checkpoint of the run workdir `path`, as a path under `path` as given.
+  FileNotFoundError when there is none."""
+  path = epath.Path(path)
   if (path / "model").exists():
     return path
   step = _best_or_latest(path / "checkpoints") if (path / "checkpoints").exists() else None
@@ -303,7 +324,7 @@ def find_teacher_step_dir(workdir: str = "", checkpoint: str = "") -> epath.Path
   teacher run in `workdir`. Raises FileNotFoundError with the fix when nothing is there.
   """
   if checkpoint:
-    path = _absolute(checkpoint)
+    path = epath.Path(checkpoint)
     if not (path / "model").exists():
       raise FileNotFoundError(
           f"config.teacher.checkpoint={checkpoint!r} is not a checkpoint directory (expected {path / 'model'}). "
@@ -313,7 +334,7 @@ def find_teacher_step_dir(workdir: str = "", checkpoint: str = "") -> epath.Path
     raise ValueError(
         "A distillation run needs a teacher: set --config.teacher.workdir=DIR (a finished teacher run) or "
         "--config.teacher.checkpoint=DIR/checkpoints/<step>.")
-  ckpt_dir = _absolute(workdir) / "checkpoints"
+  ckpt_dir = epath.Path(workdir) / "checkpoints"
   if not ckpt_dir.exists():
     raise FileNotFoundError(
         f"No checkpoints in config.teacher.workdir={workdir!r} (looked for {ckpt_dir}). Train the teacher first: "
@@ -329,7 +350,7 @@ def read_meta(step_dir: epath.Path) -> dict:
   path = epath.Path(step_dir) / "meta"
   if not path.exists():
     return {}
-  return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path)
+  return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(_absolute(path))
 
 
 def restore_model(step_dir: epath.Path, abstract_model: Any) -> Any:
@@ -349,4 +370,4 @@ def restore_model(step_dir: epath.Path, abstract_model: Any) -> Any:
         step_dir, e.problem, f"Point config.teacher.checkpoint at another step of that run{hint}, or train the "
         "teacher again.") from None
   with ocp.StandardCheckpointer() as ckptr:
-    return ckptr.restore(step_dir / "model", abstract_model)
+    return ckptr.restore(_absolute(step_dir / "model"), abstract_model)

@@ -55,5 +55,10 @@ def main(argv):
                     "total_wall_sec": round(time.time() - t0, 1)}))
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The `svdkd-quickstart` console script."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

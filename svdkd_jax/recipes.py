@@ -29,9 +29,6 @@ add their own `key=value` tokens (`split_tokens`), e.g. `epochs=N` in the CPU co
 The quickstart's config (`quickstart`) lives here too, so `python -m svdkd_jax.quickstart` needs no source tree.
 """
 
-import os
-import pathlib
-
 import ml_collections
 
 from svdkd_jax import config as config_lib
@@ -65,13 +62,6 @@ _METHODS = {  # variant -> (distill.method, distill.svd_grad or None, distill.me
     "kd_svd_exact_mean_deranged": ("kd_svd", "exact", "1stage"),  # + distill.teacher_images = "deranged"
     "kd_svd_exact_mean_soft_target": ("kd_svd+soft_target", "exact", "1stage"),
 }
-
-
-def shared_data(name: str) -> str:
-  """Absolute path of the offline archive `<name>` in `$SVDKD_SHARED_DATA`, by default `../shared/data` seen from
-  the source tree holding this package (a clone; a non-editable install needs the variable or `data.path`)."""
-  root = os.environ.get("SVDKD_SHARED_DATA") or pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
-  return str(pathlib.Path(root) / name)
 
 
 def parse_arg(arg: str | None, *, extra: tuple[str, ...] = ()) -> tuple[str, bool, list[str]]:
@@ -184,7 +174,8 @@ def cpu_recipe(*, epochs: int, width: float) -> ml_collections.ConfigDict:
 
 def archive_config(arg: str | None, *, name: str, eval_split: str, num_classes: int, epochs: int,
                    teacher_epochs: int, width: float = CPU_WIDTH) -> ml_collections.ConfigDict:
-  """The CPU recipe for `arg` on the offline archive `shared_data(name)` at 32x32, VGG pair.
+  """The CPU recipe for `arg` on the archive `name` at 32x32, VGG pair. `config.data.path` holds the archive's name,
+  found in the data root when the run reads it (docs/data.md), so configs and run records hold no machine path.
 
   `arg` may hold `epochs=N` (students), `teacher_epochs=N` (the `teacher` variant) and `width=W` tokens, which
   replace `epochs`, `teacher_epochs` and `width`. 2-stage variants get the KDM ratio of initialisation epochs (40
@@ -196,7 +187,7 @@ def archive_config(arg: str | None, *, name: str, eval_split: str, num_classes: 
                       width=values.get("width", width))
   config.data.source = "archive"
   config.data.name = name
-  config.data.path = shared_data(name)
+  config.data.path = name
   config.data.train_split = "train"
   config.data.eval_split = eval_split
   config.data.num_classes = num_classes

@@ -49,7 +49,7 @@ def test_truncated_archive_is_a_clear_error(tmp_path):
   assert str(e.value) == (
       f"{npz} is not a readable .npz (BadZipFile: File is not a zip file; {cut:,} bytes): the file is cut short or "
       f"damaged. {sources.ARCHIVE_FIX}")
-  # With meta.json's size (as ../shared/data records it): found by the size, before reading anything.
+  # With meta.json's size (as the converter records it): found by the size, before reading anything.
   _set_meta(arch, bytes=len(full))
   with pytest.raises(sources.DataError) as e:
     sources.load_archive(arch, "train", 0, str(tmp_path / "cache"))

@@ -16,7 +16,6 @@ from svdkd_jax import input_pipeline
 from svdkd_jax.data import augment
 from svdkd_jax.data import sources
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
 def data_config(**overrides) -> ml_collections.ConfigDict:
@@ -365,14 +364,14 @@ def test_tfds_missing_dataset_says_how_to_build_it(tmp_path):
                                    global_batch_size=8, eval_batch_size=8, seed=0)
 
 
-# --- the real archives in ../shared/data ---
+# --- the real archives, in the data root ($SVDKD_DATA, else ~/svdkd_data; docs/data.md) ---
 
 
 def shared(name: str) -> Path:
-  path = SHARED / name
-  if not (path / "meta.json").is_file():
-    pytest.skip(f"SHARED DATA MISSING: {path} not found; these real-data checks did not run")
-  return path
+  try:
+    return sources.archives.archive_path(name)
+  except FileNotFoundError as e:
+    pytest.skip(f"REAL DATA MISSING, these real-data checks did not run: {e}")
 
 
 @pytest.mark.parametrize("name,split,n,classes,size", [("cifar10_jpeg", "test", 10_000, 10, 32),

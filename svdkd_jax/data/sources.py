@@ -23,6 +23,8 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from svdkd_jax.data import archives
+
 Example = dict[str, np.ndarray]
 
 
@@ -236,10 +238,9 @@ def load_digits(split: str, image_size: int = 32) -> ArraySource:
   return ArraySource(images, digits.target[idx])
 
 
-# --- archive: the JPEG-bytes .npz format of ../shared/data/README.md ---
+# --- archive: the JPEG-bytes .npz format of docs/data.md, found through `archives.archive_path` ---
 
-ARCHIVE_FIX = ("Copy the archive again from its source (../shared/data/README.md), or set config.data.path to a good "
-               "copy.")
+ARCHIVE_FIX = (f"Copy the archive again, or {archives.CONVERT_HINT}, or set config.data.path to a good copy.")
 
 
 def _sha256(array: np.ndarray) -> str:
@@ -247,11 +248,13 @@ def _sha256(array: np.ndarray) -> str:
 
 
 def read_archive_meta(path: str | os.PathLike) -> dict[str, Any]:
-  meta_path = Path(path) / "meta.json"
+  """meta.json of the archive `path` (a name in the data root or a folder, see `archives.archive_path`)."""
+  meta_path = archives.archive_path(path) / "meta.json"
   if not meta_path.is_file():
     raise FileNotFoundError(
-        f"No archive at {path!r}: expected {meta_path} and <split>.npz (format in ../shared/data/README.md). "
-        "Set config.data.path to such a folder, e.g. --config.data.path=../shared/data/cifar10_jpeg.")
+        f"No archive at {os.fspath(path)!r}: expected {meta_path} and <split>.npz (docs/data.md). Set "
+        "config.data.path to an archive name in the data root (e.g. cifar10_jpeg) or to such a folder, or "
+        f"{archives.CONVERT_HINT}.")
   try:
     meta = json.loads(meta_path.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -376,12 +379,14 @@ def _cached(cache_path: Path, key: dict[str, Any], build: Callable[[], tuple[np.
 
 
 def load_archive(path: str | os.PathLike, split: str, image_size: int = 0, cache_dir: str = "") -> ArraySource:
-  """One split of a JPEG `.npz` archive, decoded once and cached as uint8 (resized copy cached too).
+  """One split of the JPEG `.npz` archive `path` (a name in the data root or a folder, see
+  `archives.archive_path`), decoded once and cached as uint8 (resized copy cached too).
 
   The cache is keyed by the archive file's path, size and modification time and the checksums in meta.json, and
   checked against meta.json's counts and label checksum when read: a cache of another version of the archive is
   rebuilt, never used. Raises DataError naming the file for a damaged archive or labels outside its class list.
   """
+  path = archives.archive_path(path)
   meta = read_archive_meta(path)
   splits = [k for k, v in meta.items() if isinstance(v, dict) and "file" in v]
   if split not in splits:
@@ -389,7 +394,7 @@ def load_archive(path: str | os.PathLike, split: str, image_size: int = 0, cache
   split_meta = meta[split]
   npz_path = Path(path) / split_meta["file"]
   if not npz_path.is_file():
-    raise FileNotFoundError(f"{npz_path} is listed in meta.json but missing; copy the archive again")
+    raise FileNotFoundError(f"{npz_path} is listed in meta.json but missing. {ARCHIVE_FIX}")
   _check_size(npz_path, split_meta)  # Before the cache: a damaged archive is reported even when a cache exists.
   stat = npz_path.stat()
   cache = Path(cache_dir) if cache_dir else default_cache_dir(path)
