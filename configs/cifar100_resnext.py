@@ -14,5 +14,4 @@ from svdkd_jax.recipes import TABLE_SEEDS, TABLE_VARIANTS, VARIANTS  # pylint: d
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  return recipes.apply_variant(recipes.paper_recipe(), arg, teacher="resnext_teacher", student="resnext_student",
-                               init_epochs=40)
+  return recipes.apply_variant(recipes.paper_recipe(), recipes.parse_variant(arg), pair="resnext", init_epochs=40)

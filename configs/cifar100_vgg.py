@@ -6,7 +6,7 @@
 
 Recipe (`svdkd_jax.recipes.paper_recipe`): Nesterov 0.9, lr 1e-2 -> 1e-3 at epoch 100 -> 1e-4 at 150, 200 epochs,
 batch 128, coupled L2 1e-4 on kernels, per-tensor clipping of the distillation gradient to sigmoid(epoch) *
-||g_main|| (combine.rule = "sskd"), the authors' augmentation (flip, rotate +-15 deg, pad 4 + crop) and their
+||g_main|| (combine.rule = "clip_per_tensor"), the authors' augmentation (flip, rotate +-15 deg, pad 4 + crop) and their
 BGR-ordered channel statistics.
 
 Variants (`:ARG`, documented in svdkd_jax.recipes): teacher, student, kd_svd (the default), kd_svd_exact,
@@ -22,5 +22,4 @@ from svdkd_jax.recipes import TABLE_SEEDS, TABLE_VARIANTS, VARIANTS  # pylint: d
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  return recipes.apply_variant(recipes.paper_recipe(), arg, teacher="vgg_teacher", student="vgg_student",
-                               init_epochs=40)
+  return recipes.apply_variant(recipes.paper_recipe(), recipes.parse_variant(arg), pair="vgg", init_epochs=40)

@@ -16,5 +16,4 @@ from svdkd_jax.recipes import TABLE_SEEDS, TABLE_VARIANTS, VARIANTS  # pylint: d
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  return recipes.apply_variant(recipes.paper_recipe(), arg, teacher="vgg_teacher", student="vgg_stride_student",
-                               init_epochs=40)
+  return recipes.apply_variant(recipes.paper_recipe(), recipes.parse_variant(arg), pair="vgg_stride", init_epochs=40)

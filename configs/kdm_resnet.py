@@ -30,4 +30,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim.weight_decay = 5e-4
   config.optim.decoupled_weight_decay = True
   config.train.epochs = 100
-  return recipes.apply_variant(config, arg, teacher="resnet32", student="resnet8", init_epochs=40)
+  return recipes.apply_variant(config, recipes.parse_variant(arg), pair="resnet32", init_epochs=40)

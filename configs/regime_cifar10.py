@@ -42,26 +42,21 @@ TABLE_SEEDS = (0, 1, 2, 3, 4)
 # Fewer seeds for the rows no verdict rests on (experiments/run_table.py reads this).
 SEEDS_PER_VARIANT = {"kd_svd_sskd_code": 3, "kd_svd": 3}
 
-TOKENS = {"labels": int, "epochs": int, "teacher_epochs": int, "per_class": int, "width": float, "dropout": float,
-          "lr": float, "holdout": bool, "stride": bool}
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg, values = recipes.split_tokens(arg, TOKENS)
-  variant = recipes.parse_arg(arg)[0]
-  epochs = values.get("teacher_epochs", TEACHER_EPOCHS) if variant == "teacher" else values.get("epochs", EPOCHS)
-  config = recipes.cpu_recipe(epochs=epochs, width=values.get("width", WIDTH))
-  config.model.dropout = config.teacher.dropout = values.get("dropout", DROPOUT)
-  config.optim.learning_rate = values.get("lr", LEARNING_RATE)
+  arg = recipes.parse_variant(arg, labels=0, holdout=False, stride=False, epochs=EPOCHS, teacher_epochs=TEACHER_EPOCHS,
+                              per_class=TRAIN_PER_CLASS, width=WIDTH, dropout=DROPOUT, lr=LEARNING_RATE)
+  config = recipes.cpu_recipe(epochs=arg.teacher_epochs if arg.variant == "teacher" else arg.epochs, width=arg.width)
+  config.model.dropout = config.teacher.dropout = arg.dropout
+  config.optim.learning_rate = arg.lr
   config.data.source = "archive"
   config.data.name = "cifar10_jpeg"
   config.data.path = "cifar10_jpeg"  # an archive in the data root (docs/data.md)
   config.data.num_classes = 10
-  config.data.train_per_class = values.get("per_class", TRAIN_PER_CLASS)
-  config.data.labels_per_class = values.get("labels", 0)
-  config.data.holdout = HOLDOUT if values.get("holdout") else 0
+  config.data.train_per_class = arg.per_class
+  config.data.labels_per_class = arg.labels
+  config.data.holdout = HOLDOUT if arg.holdout else 0
   config.train.log_every_steps = 39  # 39 steps per epoch at 5,000 images: one row per epoch
   config.train.checkpoint_every_steps = 10_000  # epoch ends only (every epoch saves)
-  student = "vgg_stride_student" if values.get("stride") else "vgg_student"
-  return recipes.apply_variant(config, arg, teacher="vgg_teacher", student=student,
+  return recipes.apply_variant(config, arg, pair="vgg_stride" if arg.stride else "vgg",
                                init_epochs=max(1, (2 * config.train.epochs) // 5))

@@ -25,4 +25,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.image_size = 64
   config.data.normalization = "dataset"  # the authors' statistics are CIFAR-100's
   config.data.eval_split = "val"
-  return recipes.apply_variant(config, arg, teacher="vgg_teacher", student="vgg_student", init_epochs=40)
+  return recipes.apply_variant(config, recipes.parse_variant(arg), pair="vgg", init_epochs=40)

@@ -2,7 +2,7 @@ r"""Images/s of the VGG pair's train step at batch 128: student alone, + teacher
 
   python experiments/bench_step.py [--width 1.0] [--batch 128] [--steps 4] [--rounds 3] [--devices 1]
 
-Every case is the trainer's own jitted step (`svdkd_jax.train.make_train_step`, with augmentation inside the step)
+Every case is the trainer's own jitted step (`svdkd_jax.steps.make_train_step`, with augmentation inside the step)
 on a fixed synthetic uint8 batch, with an untrained teacher (`train.random_teacher`; speed does not depend on the
 weights). Cases:
   student              student alone (one backward)
@@ -121,7 +121,7 @@ def step_runs(cases: list[str], args, mesh, batch) -> dict[str, Callable[[], Non
   """Per case, a compiled train step (one step run now) and a closure running `args.steps` more steps."""
   import jax
   import numpy as np
-  from svdkd_jax import distill, networks, train
+  from svdkd_jax import distill, networks, steps, train
 
   mean, std = np.full(3, 120.0, np.float32), np.full(3, 64.0, np.float32)
   runs = {}
@@ -133,9 +133,9 @@ def step_runs(cases: list[str], args, mesh, batch) -> dict[str, Callable[[], Non
     distill_fn = floor_loss if case == "floor" else distill.from_config(config.distill)
     kwargs = dict(distill_fn=distill_fn, steps_per_epoch=STEPS_PER_EPOCH, mesh=mesh, mean=mean, std=std)
     if case == "student+teacher":
-      step = _with_teacher_forward(train.make_train_step(config, student, tx, **kwargs), teacher, mean, std)
+      step = _with_teacher_forward(steps.make_train_step(config, student, tx, **kwargs), teacher, mean, std)
     else:
-      step = train.make_train_step(config, student, tx, teacher=teacher, **kwargs)
+      step = steps.make_train_step(config, student, tx, teacher=teacher, **kwargs)
     t_vars = train.teacher_vars(teacher)
     start = time.perf_counter()
     state, metrics = step(state, t_vars, batch)  # compile + first step

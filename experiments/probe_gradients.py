@@ -16,9 +16,9 @@ g_main = gradient of the plain softmax CE (no L2); losses and gradients are mean
                   means a descent direction);
   layers table    per conv/linear layer (kernel + bias, network order): cos with g_exact, cos with g_main, and
                   |g_mode| / |g_main|; "-" where a gradient is 0 (L does not reach the FC layers);
-  combine table   c = optim.combine_gradients(g_main, g_mode, e, rule="sskd") at epoch e (each tensor's distillation
-                  part clipped to sigmoid(e) |g_main of that tensor|): cos(c, g_main), cos(c, g_mode), and the share
-                  |d|^2 / (|g_main|^2 + |d|^2) of the clipped distillation part d = c - g_main;
+  combine table   c = optim.combine_gradients(g_main, g_mode, e, rule="clip_per_tensor") at epoch e (each tensor's
+                  distillation part clipped to sigmoid(e) |g_main of that tensor|): cos(c, g_main), cos(c, g_mode),
+                  and the share |d|^2 / (|g_main|^2 + |d|^2) of the clipped distillation part d = c - g_main;
   taps table      per student tap, from a float64 NumPy SVD of each sample's [HW, D] map: mean s1/s2 and s2/s3 (the
                   singular-vector gradient has 1/(s_i^2 - s_j^2) factors), fractions of samples with either ratio
                   < 1.05 and of dead maps (s1 = 0); per mode, dL/dtap (where the backwards differ, before the
@@ -74,7 +74,7 @@ def _ratio(a: float, b: float) -> float | None:
 def make_fns(student: networks.Network, teacher: networks.Network, cfg, mean, std):
   """Jitted `grads(params, rest, t_vars, images, labels)` and `loss(params, rest, t_vars, images)`."""
   d = cfg.distill
-  opts = dict(k=int(d.get("k", 1)), beta=float(d.get("beta", 8.0)), loss_scale=d.get("loss_scale", "sskd"))
+  opts = dict(k=int(d.get("k", 1)), beta=float(d.get("beta", 8.0)), loss_scale=d.get("loss_scale", "sum"))
   fns = {m: distill.kd_svd(svd_grad=m, **opts) for m in MODES}
 
   def nets(params, rest, t_vars, images):
@@ -147,7 +147,7 @@ def probe(workdir: str, teacher_dir: str, *, batches: int, init: bool, etas=ETAS
   total_loss = lambda p: float(np.mean([loss_fn(p, rest, t_vars, b["image"]) for b in data]))  # noqa: E731
   # Jitted: eager tree ops would compile once per op and leaf shape.
   shift = jax.jit(lambda p, d, step: jax.tree.map(lambda a, b: a - step * b, p, d))
-  combine = jax.jit(lambda m, d, e: optim.combine_gradients(m, d, e, rule="sskd", weight=cfg.combine.weight))
+  combine = jax.jit(lambda m, d, e: optim.combine_gradients(m, d, e, rule="clip_per_tensor", weight=cfg.combine.weight))
   base = total_loss(params)
   lay = {key: _layers(avg[key]) for key in ("g_main", *MODES)}
   flat = {key: np.concatenate(list(v.values())) for key, v in lay.items()}

@@ -26,7 +26,8 @@ from svdkd_jax import input_pipeline
 from svdkd_jax import networks
 from svdkd_jax import metrics as metrics_lib
 from svdkd_jax import parallel
-from svdkd_jax import train
+from svdkd_jax import steps
+from svdkd_jax import workdir as workdir_lib
 from svdkd_jax.data import sources
 
 
@@ -52,12 +53,12 @@ def train_accuracy(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> 
   net = networks.restore(str(last), config.model.name, config.model.width, ds.num_classes, mesh=mesh,
                          image_size=ds.image_shape[0])
   variables = net.variables
-  eval_step = train.make_eval_step(net, mesh=mesh, mean=ds.mean, std=ds.std)
-  return 100 * train.evaluate(eval_step, variables, on_train, mesh)["eval_accuracy"]
+  eval_step = steps.make_eval_step(net, mesh=mesh, mean=ds.mean, std=ds.std)
+  return 100 * steps.evaluate(eval_step, variables, on_train, mesh)["eval_accuracy"]
 
 
 def probe(workdir: pathlib.Path) -> dict:
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  config = ml_collections.ConfigDict(workdir_lib.read_config(str(workdir)))
   curve = heldout_curve(workdir)
   quarter = curve[-max(2, len(curve) // 4):]
   xs = np.arange(len(quarter), dtype=np.float64)

@@ -24,6 +24,7 @@ import statistics
 import sys
 from collections.abc import Sequence
 
+from svdkd_jax import config as config_lib
 from svdkd_jax import metrics
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -72,6 +73,15 @@ def _read_json(path: pathlib.Path) -> dict:
   return data if isinstance(data, dict) else {}
 
 
+def _read_summary(path: pathlib.Path) -> dict:
+  """summary.json ({} if missing or damaged), its "config" in today's value names (a run's record keeps the names
+  it was written with, see svdkd_jax.config.ALIASES)."""
+  summary = _read_json(path)
+  if isinstance(summary.get("config"), dict):
+    summary["config"] = config_lib.canonical(summary["config"])
+  return summary
+
+
 def _read_lines(path: pathlib.Path) -> list[dict]:
   """metrics.jsonl rows; a line cut by an interruption is skipped (with a warning)."""
   return metrics.read_jsonl(path) if path.is_file() else []
@@ -94,7 +104,7 @@ def read_run(workdir: pathlib.Path, variant: str, seed: int) -> RunResult:
   for r in rows:
     if "eval_accuracy" in r:
       evals[r["epoch"]] = r  # a resumed run may log an epoch twice: keep the later row
-  return RunResult(variant, seed, str(workdir), _read_json(workdir / "summary.json"),
+  return RunResult(variant, seed, str(workdir), _read_summary(workdir / "summary.json"),
                    [evals[e] for e in sorted(evals)], [r for r in rows if "eval_accuracy" not in r],
                    _command(workdir))
 

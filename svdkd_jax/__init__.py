@@ -7,10 +7,15 @@ Where things live:
   models/            Flax NNX networks returning (logits, taps)
   networks.py        a run's network: build, restore (teacher or student run), apply (eval or train mode)
   input_pipeline.py  data sources (tfds, .npz archives, bundled digits), augmentation, sharded batches
-  config.py          every config key with its default (`default()`, locked) and `validate(config)`
-  recipes.py         what the experiment configs are built from: variants, recipes, the quickstart's config
-  train.py           train_and_evaluate(config, workdir): train and eval steps, the loop
+  config.py          the schema: every config key with its default and valid values (`default()`, locked), the
+                     earlier names of values (`ALIASES`, `canonical`) and the check of a config, `validate(config)`
+  run_config.py      a config against the registries: network and method names, distillation options
+  recipes.py         what the experiment configs are built from: `parse_arg`, variants, recipes, the quickstart
+  config_files.py    config files by path, and the command line's flag parsing
+  steps.py           the jitted train and eval steps (losses, gradients, metrics)
+  train.py           train_and_evaluate(config, workdir): check, lock, build, resume, the loop
   workdir.py         a run's config.json and the same-run check on restart
+  workdir_lock.py    one run per workdir
   main.py            command-line entry point
 """
 

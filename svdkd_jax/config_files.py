@@ -1,14 +1,24 @@
-"""Loading a Python file by path: config files (`configs/*.py` is a folder of files, not a package, as
-ml_collections' `--config` flag expects) and the experiments scripts that tests and other scripts import.
+"""Config files and the command line that names them.
+
+`load_module(path)` imports a Python file by path: config files (`configs/*.py` is a folder of files, not a
+package, as ml_collections' `--config` flag expects) and the experiments scripts that tests and other scripts
+import. `get_config("FILE.py:ARG")` is the config `--config FILE.py:ARG` gives. `parse_flags` is absl's flag parsing
+for the entry points, with what absl reports badly (a config file that does not load, an override of a key the
+schema lacks) as one `error:` line.
 
 Config files themselves import `svdkd_jax.recipes`, never each other; the package reads nothing from the source tree.
 """
 
 import importlib.util
+import os
 import pathlib
+import sys
 import types
 
+from absl import app
 import ml_collections
+
+from svdkd_jax import config as config_lib
 
 
 def load_module(path: str | pathlib.Path) -> types.ModuleType:
@@ -23,7 +33,41 @@ def load_module(path: str | pathlib.Path) -> types.ModuleType:
 
 
 def get_config(spec: str | pathlib.Path) -> ml_collections.ConfigDict:
-  """`get_config(variant)` of a `path[:variant]` spec, as `--config path[:variant]` would give it."""
-  path, _, variant = str(spec).partition(":")
+  """`get_config(arg)` of a `path[:arg]` spec, as `--config path[:arg]` would give it."""
+  path, _, arg = str(spec).partition(":")
   module = load_module(path)
-  return module.get_config(variant) if variant else module.get_config()
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def check_command_line(argv: list[str]) -> None:
+  """Raises a one-line FileNotFoundError or ValueError if `argv`'s `--config FILE[:ARG]` does not load (a missing
+  file, an argument its file rejects) or an override `--config.KEY=VALUE` names a key the schema lacks.
+
+  ml_collections loads the file while absl parses the flags and reports these as a traceback (or, for a missing
+  file, not until the config is first read); checking first gives the file's and the schema's own messages.
+  """
+  spec, keys = None, []
+  for i, arg in enumerate(argv[1:], 1):
+    if arg.startswith("--config="):
+      spec = arg[len("--config="):]
+    elif arg == "--config" and i + 1 < len(argv):
+      spec = argv[i + 1]
+    elif arg.startswith("--config."):
+      keys.append(arg[len("--config."):].split("=", 1)[0])
+  if spec is not None:
+    get_config(spec)
+  for key in keys:
+    config_lib.check_key(key)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing (an `app.run` flags_parser) after `check_command_line`, whose errors exit with status 2
+  and one `error: ...` line (SVDKD_TRACEBACK=1 shows the trace instead)."""
+  try:
+    check_command_line(argv)
+  except (FileNotFoundError, ValueError) as e:
+    if os.environ.get("SVDKD_TRACEBACK"):
+      raise
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  return app.parse_flags_with_usage(argv)

@@ -15,7 +15,7 @@ Methods (see docs/method.md):
 """
 
 from collections.abc import Callable, Sequence
-import inspect
+import dataclasses
 import math
 import numbers
 from typing import Any
@@ -29,7 +29,9 @@ from svdkd_jax import svd
 Array = jax.Array
 DistillFn = Callable[[Sequence[Array], Sequence[Array], Array, Array], tuple[Array, dict[str, Array]]]
 
-LOSS_SCALES = ("sskd", "mean")
+LOSS_SCALES = ("sum", "mean")
+# svd_grad -> the `grad_mode` of svd.truncated_svd that computes it (svd.py's own names are accepted as they are).
+SVD_GRADS = {"exact": "exact", "kept_triplets": "paper", "released_code": "sskd_code"}
 
 
 def _as_float(x: Array) -> Array:
@@ -98,16 +100,16 @@ def _dfv_k_major(front: Array, back: Array, beta: float) -> Array:
   return jnp.exp(-jnp.square(front[:, :, :, None] - back[:, :, None, :]) / beta)
 
 
-def _aligned_features(student: Array, teacher: Array, k: int, svd_grad: str) -> tuple[Array, Array]:
+def _aligned_features(student: Array, teacher: Array, k: int, grad_mode: str) -> tuple[Array, Array]:
   """One tap: `[B, H, W, D]` x2 -> aligned, weighted right singular vectors `[B, D, k]` x2 (docs/method.md 3)."""
   b, h, w, d = student.shape
   _, th, tw, _ = teacher.shape
-  _, _, student_v = svd.truncated_svd(student.reshape(b, h * w, d), k + 1, grad_mode=svd_grad)
-  _, teacher_s, teacher_v = svd.truncated_svd(teacher.reshape(b, th * tw, d), k, grad_mode=svd_grad)
+  _, _, student_v = svd.truncated_svd(student.reshape(b, h * w, d), k + 1, grad_mode=grad_mode)
+  _, teacher_s, teacher_v = svd.truncated_svd(teacher.reshape(b, th * tw, d), k, grad_mode=grad_mode)
   return svd.align(student_v, teacher_v, teacher_s)
 
 
-def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale: str = "sskd") -> DistillFn:
+def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale: str = "sum") -> DistillFn:
   """KD-SVD (Lee, Kim, Song, ECCV 2018) as in the authors' released code (docs/method.md 2-4).
 
   Per tap l, each sample's map `M = reshape(F, [HW, D])` is decomposed: the student keeps k+1 right singular
@@ -119,10 +121,12 @@ def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale
   Args:
     k: distilled singular vectors per tap (paper: 1). Every tap needs `min(HW, D) >= k + 1`.
     beta: RBF width (paper: 8).
-    svd_grad: the SVD backward, one of `svd.GRAD_MODES` (see svd.py).
-    loss_scale: "sskd": the per-sample losses are summed over the batch (the released code; the gradient clipping
+    svd_grad: the SVD backward (docs/svd_gradient.md): "exact" (the gradient of the loss), "kept_triplets" (the
+      poster's gradient on the k kept triplets) or "released_code" (what the authors' released code computes);
+      `SVD_GRADS` names the `svd.truncated_svd` grad_mode of each, and those names work here too.
+    loss_scale: "sum": the per-sample losses are summed over the batch (the released code; the gradient clipping
       of `optim.combine_gradients` sets the effective scale). "mean": averaged over the batch instead, i.e. exactly
-      the "sskd" loss divided by B (the 1/2 * sqrt(k) factor is kept).
+      the "sum" loss divided by B (the 1/2 * sqrt(k) factor is kept).
 
   Returns:
     `fn(student_taps, teacher_taps, student_logits, teacher_logits) -> (loss, {"pair_l": loss of pair l})`.
@@ -135,8 +139,9 @@ def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale
     raise ValueError(f"kd_svd: k must be a positive integer, got {k!r}.")
   if not beta > 0:
     raise ValueError(f"kd_svd: beta must be positive, got {beta!r}.")
-  if svd_grad not in svd.GRAD_MODES:
-    raise ValueError(f"kd_svd: unknown svd_grad {svd_grad!r}; valid modes: {', '.join(svd.GRAD_MODES)}.")
+  grad_mode = SVD_GRADS.get(svd_grad, svd_grad)
+  if grad_mode not in svd.GRAD_MODES:
+    raise ValueError(f"kd_svd: unknown svd_grad {svd_grad!r}; valid: {', '.join(SVD_GRADS)}.")
   if loss_scale not in LOSS_SCALES:
     raise ValueError(f"kd_svd: unknown loss_scale {loss_scale!r}; valid: {', '.join(LOSS_SCALES)}.")
   k = int(k)
@@ -151,7 +156,7 @@ def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale
           raise ValueError(
               f"kd_svd: tap {i} {who} map {x.shape} has min(H*W, D) = {min(x.shape[1] * x.shape[2], x.shape[3])} "
               f"< k + 1 = {k + 1} singular vectors; lower k or tap a larger feature map.")
-    feats = [_aligned_features(_as_float(s), jax.lax.stop_gradient(_as_float(t)), k, svd_grad)
+    feats = [_aligned_features(_as_float(s), jax.lax.stop_gradient(_as_float(t)), k, grad_mode)
              for s, t in zip(student_taps, teacher_taps)]
     # Per-sample guard: a non-finite decomposition must not poison the batch (its loss and gradient become 0).
     finite = jnp.all(jnp.stack([jnp.isfinite(f).all(axis=(1, 2)) for pair in feats for f in pair]), axis=0)
@@ -162,7 +167,7 @@ def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale
       dfv_s = _dfv_k_major(feats[l][0], feats[l + 1][0], beta)
       dfv_t = jax.lax.stop_gradient(_dfv_k_major(feats[l][1], feats[l + 1][1], beta))
       per_sample = scale * jnp.sum(jnp.square(dfv_s - dfv_t), axis=(1, 2, 3))  # [B]
-      aux[f"pair_{l}"] = jnp.sum(per_sample) if loss_scale == "sskd" else jnp.mean(per_sample)
+      aux[f"pair_{l}"] = jnp.sum(per_sample) if loss_scale == "sum" else jnp.mean(per_sample)
     return sum(aux.values()), aux
 
   return fn
@@ -254,11 +259,20 @@ def soft_target(*, temperature: float = 4.0) -> DistillFn:
 # ---------------------------------------------------------------------------------------------------------------
 # registry
 
-_REGISTRY: dict[str, Callable[..., DistillFn]] = {
-    "none": none,
-    "kd_svd": kd_svd,
-    "fsp": fsp,
-    "soft_target": soft_target,
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A registered method: `build(**options)` returns its `DistillFn`; `options` names the keyword options it takes
+  (each is a `config.distill` key of the same name)."""
+  build: Callable[..., DistillFn]
+  options: tuple[str, ...] = ()
+
+
+_REGISTRY: dict[str, Method] = {
+    "none": Method(none),
+    "kd_svd": Method(kd_svd, ("k", "beta", "svd_grad", "loss_scale")),
+    "fsp": Method(fsp),
+    "soft_target": Method(soft_target, ("temperature",)),
 }
 NAMES = tuple(_REGISTRY)
 
@@ -274,7 +288,12 @@ def option_names(name: str) -> tuple[str, ...]:
   if not is_method(name):
     raise ValueError(f"unknown distillation method {name!r}; valid methods: {', '.join(NAMES)}, or several "
                      "joined by '+'.")
-  return tuple(o for part in name.split("+") for o in inspect.signature(_REGISTRY[part]).parameters)
+  return tuple(o for part in name.split("+") for o in _REGISTRY[part].options)
+
+
+def all_option_names() -> tuple[str, ...]:
+  """Every option of every registered method, in registry order."""
+  return tuple(dict.fromkeys(o for method in _REGISTRY.values() for o in method.options))
 
 
 def _sum_of(fns: dict[str, DistillFn]) -> DistillFn:
@@ -307,15 +326,13 @@ def get(name: str, **options: Any) -> DistillFn:
     raise ValueError(f"distill.get({name!r}): unknown option(s) {', '.join(unknown)}; valid options for {name!r}: "
                      f"{', '.join(valid) if valid else '(none)'}.")
   if "+" not in name:
-    return _REGISTRY[name](**options)
+    return _REGISTRY[name].build(**options)
   return _sum_of({part: get(part, **{k: v for k, v in options.items() if k in option_names(part)})
                   for part in name.split("+")})
 
 
 def from_config(distill_config) -> DistillFn:
-  """`get(config.distill.method, ...)` with the options that method reads, taken from `config.distill`.
-
-  Fields of `config.distill` that belong to other methods or to the trainer (mechanism, init_epochs) are ignored.
-  """
+  """`get(config.distill.method, ...)` with the options that method declares, each read from the `config.distill`
+  key of its name (`run_config.validate_run` checks that the other options are at their defaults)."""
   name = distill_config.method
-  return get(name, **{key: distill_config[key] for key in option_names(name) if key in distill_config})
+  return get(name, **{key: distill_config[key] for key in option_names(name)})

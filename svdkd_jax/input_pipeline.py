@@ -3,7 +3,7 @@
     ds = create_datasets(config.data, global_batch_size=128, eval_batch_size=200, seed=0)
     it = ds.train_iterator()               # endless; it.get_state() is a JSON-able dict, it.set_state(state)
     batch = to_global(next(it), sharding)  # {"image": uint8 [B, H, W, 3], "label": int32 [B]} on the mesh
-    x = preprocess(batch["image"], rng, train=True, mean=ds.mean, std=ds.std, augment="sskd")  # in the step
+    x = preprocess(batch["image"], rng, train=True, mean=ds.mean, std=ds.std, augment="flip_rotate_crop")  # in the step
     # With data.labels_per_class, training labels outside the budget are -1 (sources.UNLABELLED).
     for batch in ds.eval_batches(): ...    # every eval example once; "mask" marks the padding of the last batch
 
@@ -12,6 +12,8 @@ Order: epoch `e` visits the training examples in grain's `index_shuffle` permuta
 process `p` of `P` takes rows `[p b, (p + 1) b)` of each global batch, `b = global_batch_size / P`. So the global
 batches do not depend on the number of processes, and an epoch never spills into the next one. grain runs the
 batch reads ahead in threads (or `num_workers` processes) and records the iterator position.
+
+`config.data` is checked by `svdkd_jax.config.validate`; this module reads it as given.
 """
 
 import dataclasses
@@ -28,12 +30,19 @@ import numpy as np
 from svdkd_jax.data import augment as augment_lib
 from svdkd_jax.data import sources
 
-preprocess = augment_lib.preprocess
-SOURCES = ("tfds", "archive", "digits")
-NORMALIZATIONS = ("dataset", "sskd_bgr")
+# config.data.augment -> the augmentation of svdkd_jax.data.augment that implements it.
+_AUGMENTS = {"flip_rotate_crop": "sskd", "flip_crop": "flip_crop", "none": "none"}
 HOLDOUT_SEED = 0  # fixed: the held-out examples do not change with config.seed
 SUBSET_SEED = 0  # fixed: data.train_per_class draws the same subset for every run
 LABEL_SEED = 1  # fixed: data.labels_per_class keeps the same labels for every run
+
+
+def preprocess(images: jax.Array, rng: jax.Array | None, *, train: bool, mean, std,
+               augment: str = "flip_rotate_crop") -> jax.Array:
+  """Normalises uint8 `[B, H, W, 3]` to float32 `[B, H, W, 3]` and, with `train`, augments it (see
+  `svdkd_jax.data.augment.preprocess`). `augment`: a `config.data.augment` value, or that module's own name."""
+  return augment_lib.preprocess(images, rng, train=train, mean=mean, std=std,
+                                augment=_AUGMENTS.get(augment, augment))
 
 
 def _epoch_indices(positions: np.ndarray, num_examples: int, seed: int, epoch: int) -> np.ndarray:
@@ -159,15 +168,12 @@ def _load_split(data_config, split: str) -> tuple[sources.Source, int]:
   if source == "digits":
     return sources.load_digits(split, image_size), 10
   if source == "archive":
-    if not data_config.get("path", ""):
-      raise ValueError("config.data.source='archive' needs config.data.path (a folder with meta.json and "
-                       "<split>.npz), e.g. --config.data.path=../shared/data/cifar10_jpeg")
     return (sources.load_archive(data_config.path, split, image_size, data_config.get("cache_dir", "")),
             sources.archive_num_classes(data_config.path))
   if source == "tfds":
     return sources.load_tfds(data_config.name, split, data_config.get("data_dir", ""), image_size,
                              data_config.get("image_key", "image"), data_config.get("label_key", "label"))
-  raise ValueError(f"config.data.source must be one of {SOURCES}, got {source!r}")
+  raise ValueError(f"unknown data source {source!r}")  # Not a validated config (svdkd_jax.config.validate).
 
 
 def create_datasets(data_config, *, global_batch_size: int, eval_batch_size: int, seed: int) -> Datasets:
@@ -206,12 +212,10 @@ def create_datasets(data_config, *, global_batch_size: int, eval_batch_size: int
   normalization = data_config.get("normalization", "dataset")
   if normalization == "dataset":
     mean, std = sources.channel_stats(train)
-  elif normalization == "sskd_bgr":
+  elif normalization == "cifar100_bgr":
     mean, std = np.array(augment_lib.SSKD_BGR_MEAN, np.float32), np.array(augment_lib.SSKD_BGR_STD, np.float32)
   else:
-    raise ValueError(f"config.data.normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-  if data_config.get("augment", "sskd") not in augment_lib.AUGMENTS:
-    raise ValueError(f"config.data.augment must be one of {augment_lib.AUGMENTS}, got {data_config.augment!r}")
+    raise ValueError(f"unknown normalization {normalization!r}")  # Not a validated config.
 
   if data_config.get("labels_per_class", 0):  # After the statistics, which use every training image.
     train = label_budget(train, data_config.labels_per_class)

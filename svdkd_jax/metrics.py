@@ -223,11 +223,6 @@ class LaggedMeans:
     return row
 
 
-def read_metrics(workdir: str) -> list[dict]:
-  """All rows of `WORKDIR/metrics.jsonl` (a torn last line skipped, see `read_jsonl`)."""
-  return read_jsonl(epath.Path(workdir) / METRICS_FILE)
-
-
 class Progress:
   """A tqdm bar (images/s, ETA) on a terminal; plain log lines every `log_every` steps otherwise."""
 

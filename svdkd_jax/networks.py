@@ -11,7 +11,6 @@ config's `model`, and the checkpoint's meta says which network that was.
 """
 
 import dataclasses
-import inspect
 import logging
 from typing import Any
 
@@ -39,8 +38,7 @@ def _create(name: str, width: float, num_classes: int, seed: int, image_size: in
   rngs = nnx.Rngs(params=seed, dropout=seed + 1)
   # The paper VGGs flatten their last map (they need the input size) and are the only networks with dropout.
   options = {"input_size": image_size or 32, "dropout": dropout}
-  accepted = models.options(name)
-  options = {k: v for k, v in options.items() if k in accepted and v is not None}
+  options = {k: v for k, v in options.items() if k in models.options(name) and v is not None}
   return models.create(name, num_classes, rngs=rngs, width=width, **options)
 
 
@@ -66,12 +64,6 @@ def build(name: str, width: float, num_classes: int, seed: int, *, mesh: jax.sha
 def _abstract(name: str, width: float, num_classes: int, image_size: int,
               dropout: float | None) -> tuple[nnx.GraphDef, nnx.GraphDef, dict]:
   return _split(nnx.eval_shape(lambda: _create(name, width, num_classes, 0, image_size, dropout)))
-
-
-def abstract_variables(name: str, width: float, num_classes: int, *, image_size: int = 32,
-                       dropout: float | None = None) -> dict:
-  """The network's `{"params", "rest"}` as `jax.ShapeDtypeStruct`s, without initialising it (nothing is computed)."""
-  return _abstract(name, width, num_classes, image_size, dropout)[2]
 
 
 def _check_meta(step_dir: epath.Path, name: str, width: float, num_classes: int) -> dict:
@@ -111,10 +103,6 @@ def restore(path: str, name: str, width: float, num_classes: int, *, mesh: jax.s
   return Network(name, train_def, eval_def, variables, str(step_dir))
 
 
-def _takes_rngs(module: nnx.Module) -> bool:
-  return "rngs" in inspect.signature(type(module).__call__).parameters
-
-
 def apply(network: Network, variables: dict, x: jax.Array, *, train: bool = False,
           rngs: nnx.Rngs | None = None) -> tuple[jax.Array, list[jax.Array], Any]:
   """Runs `network` with `variables` on x [B, H, W, 3]: `(logits [B, C], taps [[B, h, w, d], ...], rest)`.
@@ -127,6 +115,6 @@ def apply(network: Network, variables: dict, x: jax.Array, *, train: bool = Fals
   """
   graph_def = network.train_def if train else network.eval_def
   model = nnx.merge(graph_def, variables["params"], variables["rest"], copy=True)
-  logits, taps = model(x, rngs=rngs) if rngs is not None and _takes_rngs(model) else model(x)
+  logits, taps = model(x, rngs=rngs) if rngs is not None and models.takes_rngs(network.name) else model(x)
   rest = nnx.split(model, nnx.Param, ...)[2] if train else variables["rest"]
   return logits, taps, rest

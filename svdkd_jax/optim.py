@@ -13,10 +13,11 @@ Weight decay (on conv/dense kernels only, i.e. parameters whose path ends in "ke
     loss, so it is part of g_main and of the clipping threshold (as in SSKD HEAD);
   decoupled: `create_optimizer` adds `optax.add_decayed_weights` after momentum/Adam, so the step is
     `-lr * (direction + wd * w)` (SGDW/AdamW as optax.adamw does it).
+`config.optim` and `config.combine` are checked by `svdkd_jax.config.validate`; this module reads them as given.
 """
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,12 +29,19 @@ except ImportError:
   _SymbolicZero = None
 
 PyTree = Any
-OPTIMIZERS = ("sgd", "adam")
-COMBINE_RULES = ("sskd", "poster", "sum", "global_norm")
+COMBINE_RULES = ("clip_per_tensor", "rescale_per_tensor", "sum", "clip_global_norm")
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # optimiser
+
+
+class Optimizer(NamedTuple):
+  """An optax gradient transformation (`init`, `update`) together with the learning-rate schedule it applies, so
+  that the train step logs the rate of each step from the very schedule that set it."""
+  init: Callable[[PyTree], Any]
+  update: Callable[..., tuple[PyTree, Any]]
+  schedule: optax.Schedule
 
 
 def learning_rate_schedule(optim_config, steps_per_epoch: int) -> optax.Schedule:
@@ -44,13 +52,9 @@ def learning_rate_schedule(optim_config, steps_per_epoch: int) -> optax.Schedule
   """
   if steps_per_epoch < 1:
     raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
-  boundaries = [int(b) for b in optim_config.boundaries]
-  if any(b < 0 for b in boundaries) or any(a >= b for a, b in zip(boundaries, boundaries[1:])):
-    raise ValueError(f"optim.boundaries must be non-negative, strictly increasing epochs; got {boundaries}.")
-  if optim_config.decay_factor < 0:
-    raise ValueError(f"optim.decay_factor must be >= 0, got {optim_config.decay_factor}.")
   return optax.piecewise_constant_schedule(
-      optim_config.learning_rate, {b * steps_per_epoch: optim_config.decay_factor for b in boundaries})
+      optim_config.learning_rate, {int(b) * steps_per_epoch: optim_config.decay_factor
+                                   for b in optim_config.boundaries})
 
 
 def _key_name(key) -> str:
@@ -81,26 +85,23 @@ def l2_penalty(params: PyTree, weight_decay: float) -> jax.Array:
   return 0.5 * weight_decay * total
 
 
-def create_optimizer(optim_config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """The optax chain of `config.optim`.
+def create_optimizer(optim_config, steps_per_epoch: int) -> Optimizer:
+  """The optax chain of `config.optim`, with its learning-rate schedule.
 
   sgd: `optax.trace(momentum, nesterov)` (TF MomentumOptimizer semantics, = optax.sgd); adam: `optax.scale_by_adam`
   with optax's defaults (momentum/nesterov unused). Then decoupled weight decay on kernels if asked, then the
   learning-rate schedule. With coupled weight decay the chain holds no decay: add `l2_penalty` to the main loss.
   """
-  if optim_config.name not in OPTIMIZERS:
-    raise ValueError(f"unknown optim.name {optim_config.name!r}; valid: {', '.join(OPTIMIZERS)}.")
-  if optim_config.weight_decay < 0:
-    raise ValueError(f"optim.weight_decay must be >= 0, got {optim_config.weight_decay}.")
   schedule = learning_rate_schedule(optim_config, steps_per_epoch)
-  if optim_config.name == "sgd":
-    parts = [optax.trace(decay=optim_config.momentum, nesterov=optim_config.nesterov)]
-  else:
+  if optim_config.name == "adam":
     parts = [optax.scale_by_adam()]
+  else:
+    parts = [optax.trace(decay=optim_config.momentum, nesterov=optim_config.nesterov)]
   if optim_config.decoupled_weight_decay and optim_config.weight_decay > 0:
     parts.append(optax.add_decayed_weights(optim_config.weight_decay, mask=kernel_mask))
   parts.append(optax.scale_by_learning_rate(schedule))
-  return optax.chain(*parts)
+  tx = optax.chain(*parts)
+  return Optimizer(tx.init, tx.update, schedule)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -118,15 +119,16 @@ def clip_by_norm(x: jax.Array, max_norm: jax.Array) -> jax.Array:
   return (x * factor).astype(x.dtype)
 
 
-def combine_gradients(main_grads: PyTree, dist_grads: PyTree, epoch, *, rule: str = "sskd",
+def combine_gradients(main_grads: PyTree, dist_grads: PyTree, epoch, *, rule: str = "clip_per_tensor",
                       weight: float = 1.0) -> PyTree:
   """Joins the main-task and distillation gradients (two pytrees of the same structure).
 
   With `g_d = weight * dist_grads` and `s = sigmoid(epoch)` (epoch may be traced: no retrace per epoch):
-    "sskd" (the released code, docs/method.md 5.1), per tensor: `g_m + clip_by_norm(g_d, s * ||g_m||)`.
-    "poster" (docs/method.md 5.2), per tensor: `g_m + (s * ||g_m|| / ||g_d|| * g_d if ||g_d|| > ||g_m|| else g_d)`.
+    "clip_per_tensor" (the released code, docs/method.md 5.1): `g_m + clip_by_norm(g_d, s * ||g_m||)`.
+    "rescale_per_tensor" (the poster, docs/method.md 5.2):
+      `g_m + (s * ||g_m|| / ||g_d|| * g_d if ||g_d|| > ||g_m|| else g_d)`.
     "sum": `g_m + g_d`.
-    "global_norm": `g_m + clip_by_global_norm(g_d, s * global_norm(g_m))` over the whole pytree.
+    "clip_global_norm": `g_m + clip_by_global_norm(g_d, s * global_norm(g_m))` over the whole pytree.
   `weight` scales the distillation gradient before any clipping (1.0 = the released code); under the clipping
   rules it only matters while the distillation gradient is below its threshold.
   A tensor the distillation loss does not reach (zero g_d) gets g_m; zero norms never produce NaN.
@@ -141,20 +143,20 @@ def combine_gradients(main_grads: PyTree, dist_grads: PyTree, epoch, *, rule: st
 
   if rule == "sum":
     return jax.tree.map(jnp.add, main_grads, dist_grads)
-  if rule == "global_norm":
+  if rule == "clip_global_norm":
     threshold = s * optax.tree.norm(main_grads)
     norm = optax.tree.norm(dist_grads)
     factor = jnp.where(norm > threshold, threshold / jnp.where(norm > 0, norm, 1.0), 1.0)
     return jax.tree.map(lambda m, d: m + (d * factor).astype(d.dtype), main_grads, dist_grads)
-  if rule == "sskd":
+  if rule == "clip_per_tensor":
     return jax.tree.map(lambda m, d: m + clip_by_norm(d, s * _norm(m)), main_grads, dist_grads)
 
-  def poster(m, d):
+  def rescale(m, d):
     norm_m, norm_d = _norm(m), _norm(d)
     factor = jnp.where(norm_d > norm_m, s * norm_m / jnp.where(norm_d > 0, norm_d, 1.0), 1.0)
     return m + (d * factor).astype(d.dtype)
 
-  return jax.tree.map(poster, main_grads, dist_grads)
+  return jax.tree.map(rescale, main_grads, dist_grads)
 
 
 def zero_cotangent(x: jax.Array) -> Any:

@@ -2,11 +2,12 @@
 
   python -m svdkd_jax.quickstart --workdir /tmp/svdkd_quickstart [--config.train.epochs=5 ...]
 
-Runs the `teacher`, `student` and `kd_svd` variants of `svdkd_jax.recipes.quickstart` (configs/quickstart.py
-re-exports it; no source tree needed) in WORKDIR/{teacher,student,kd_svd} (the KD-SVD student reads the teacher
-from WORKDIR/teacher). Each run resumes or is skipped if complete, so rerunning the command after an interruption
-continues where it stopped. `--config.X=Y` overrides go to all three. Each run holds its workdir's lock, so a second
-quickstart (or `python -m svdkd_jax.main`) on the same folder is refused with one line.
+Runs the `teacher`, `student` and `kd_svd_exact` variants of `svdkd_jax.recipes.quickstart` (configs/quickstart.py
+re-exports it; no source tree needed) in WORKDIR/{teacher,student,kd_svd_exact} (the KD-SVD student reads the
+teacher from WORKDIR/teacher). Each run resumes or is skipped if complete, so rerunning the command after an
+interruption continues where it stopped. `--config.X=Y` overrides go to all three. Each run holds its workdir's lock
+(the trainer takes it), so a second quickstart (or `python -m svdkd_jax.main`) on the same folder is refused with
+one line.
 """
 
 import json
@@ -18,10 +19,11 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from svdkd_jax import config_files
 from svdkd_jax import recipes
 from svdkd_jax import workdir_lock
 
-RUNS = ("teacher", "student", "kd_svd")
+RUNS = ("teacher", "student", "kd_svd_exact")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "/tmp/svdkd_quickstart", "Parent directory of the three runs.")
@@ -39,25 +41,24 @@ def main(argv):
   for run in RUNS:
     config = recipes.quickstart(run)
     config.update_from_flattened_dict(overrides)
-    if run == "kd_svd":
+    if config.distill.method != "none":
       config.teacher.workdir = os.path.join(FLAGS.workdir, "teacher")
     logging.info("quickstart: training %s", run)
     try:
-      with workdir_lock.acquire(os.path.join(FLAGS.workdir, run)):  # as python -m svdkd_jax.main does
-        results[run] = train.train_and_evaluate(config, os.path.join(FLAGS.workdir, run))
+      results[run] = train.train_and_evaluate(config, os.path.join(FLAGS.workdir, run))
     except workdir_lock.WorkdirLockedError as e:
       raise SystemExit(f"error: {e}") from None
-  print(f"\n{'run':<10} {'best acc':>9} {'last acc':>9} {'wall s':>8}")
+  print(f"\n{'run':<13} {'best acc':>9} {'last acc':>9} {'wall s':>8}")
   for run in RUNS:
     s = results[run]
-    print(f"{run:<10} {s['best_eval_accuracy']:>9.4f} {s['last_eval_accuracy']:>9.4f} {s['wall_time_sec']:>8.1f}")
+    print(f"{run:<13} {s['best_eval_accuracy']:>9.4f} {s['last_eval_accuracy']:>9.4f} {s['wall_time_sec']:>8.1f}")
   print(json.dumps({"quickstart": {run: results[run]["last_eval_accuracy"] for run in RUNS},
                     "total_wall_sec": round(time.time() - t0, 1)}))
 
 
 def run() -> None:
   """The `svdkd-quickstart` console script."""
-  app.run(main)
+  app.run(main, flags_parser=config_files.parse_flags)
 
 
 if __name__ == "__main__":

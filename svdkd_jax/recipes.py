@@ -2,12 +2,14 @@
 
 Like big_vision's configs/common.py: every config file imports this module, so a config is a few lines of data, and
 none imports another. A config file's `get_config(arg)` takes the text after `:` in `--config FILE.py:ARG`, a
-comma-separated list of tokens (`parse_arg`); the variants:
+comma-separated list of tokens read by `parse_arg` (typed, as big_vision's) or `parse_variant` (a variant, the
+`smoke` modifier and the file's own tokens). Each file names its teacher/student pair in `svdkd_jax.models.PAIRS`.
+The variants (every file, the quickstart included, gives each name the same meaning):
   teacher           the T-DNN (model = the pair's teacher, no distillation)
   student           the S-DNN (the student alone)
-  kd_svd            KD-SVD, svd_grad = "paper" (the poster's truncated gradient); 1-stage
+  kd_svd            KD-SVD, svd_grad = "kept_triplets" (the poster's truncated gradient); 1-stage
   kd_svd_exact      KD-SVD, svd_grad = "exact"
-  kd_svd_sskd_code  KD-SVD, svd_grad = "sskd_code" (what the released TF code computes, docs/svd_gradient.md 5)
+  kd_svd_sskd_code  KD-SVD, svd_grad = "released_code" (what the released code computes, docs/svd_gradient.md 5)
   kd_svd_exact_mean KD-SVD, svd_grad = "exact", distill.loss_scale = "mean" (batch mean instead of the sum)
   kd_svd_exact_mean_untrained_teacher, kd_svd_exact_mean_deranged
                     controls of kd_svd_exact_mean: an untrained teacher (teacher.weights = "random"), or each image
@@ -23,20 +25,23 @@ comma-separated list of tokens (`parse_arg`); the variants:
                     recipe's first learning rate (not tuned), then the whole recipe again (the trainer restarts the
                     schedule and the optimiser), so a 2-stage paper run lasts 40 + 200 epochs.
   smoke             modifier: tiny networks on the bundled `digits` data, a few steps (tests; no download)
-No variant means `kd_svd`. Students need `--config.teacher.workdir=DIR` (a finished teacher run). Config files may
-add their own `key=value` tokens (`split_tokens`), e.g. `epochs=N` in the CPU configs.
+No variant means `kd_svd` (the quickstart: `kd_svd_exact`). Students need `--config.teacher.workdir=DIR` (a
+finished teacher run). Config files add their own tokens, e.g. `epochs=N` in the CPU configs.
 
 The quickstart's config (`quickstart`) lives here too, so `python -m svdkd_jax.quickstart` needs no source tree.
 """
 
+import dataclasses
+from typing import Any
+
 import ml_collections
 
 from svdkd_jax import config as config_lib
+from svdkd_jax import models
 
 VARIANTS = ("teacher", "student", "kd_svd", "kd_svd_exact", "kd_svd_sskd_code", "fsp", "soft_target",
             "fsp_2stage", "kd_svd_2stage", "kd_svd_exact_mean", "kd_svd_exact_mean_untrained_teacher",
             "kd_svd_exact_mean_deranged", "kd_svd_exact_mean_soft_target")
-MODIFIERS = ("smoke",)
 # What the table runner (experiments/run_table.py) trains by default for a paper-scale config file.
 TABLE_VARIANTS = ("student", "soft_target", "fsp", "kd_svd_sskd_code", "kd_svd", "kd_svd_exact", "fsp_2stage",
                   "kd_svd_2stage")
@@ -45,18 +50,17 @@ TABLE_SEEDS = (0,)
 CPU_WIDTH = 0.125
 CPU_TABLE_VARIANTS = ("student", "soft_target", "fsp", "kd_svd_sskd_code", "kd_svd", "kd_svd_exact")
 CPU_TABLE_SEEDS = (0, 1, 2)
-QUICKSTART_VARIANTS = ("teacher", "student", "kd_svd", "fsp", "soft_target")
 
 _METHODS = {  # variant -> (distill.method, distill.svd_grad or None, distill.mechanism)
     "teacher": ("none", None, "1stage"),
     "student": ("none", None, "1stage"),
-    "kd_svd": ("kd_svd", "paper", "1stage"),
+    "kd_svd": ("kd_svd", "kept_triplets", "1stage"),
     "kd_svd_exact": ("kd_svd", "exact", "1stage"),
-    "kd_svd_sskd_code": ("kd_svd", "sskd_code", "1stage"),
+    "kd_svd_sskd_code": ("kd_svd", "released_code", "1stage"),
     "fsp": ("fsp", None, "1stage"),
     "soft_target": ("soft_target", None, "1stage"),
     "fsp_2stage": ("fsp", None, "2stage"),
-    "kd_svd_2stage": ("kd_svd", "paper", "2stage"),
+    "kd_svd_2stage": ("kd_svd", "kept_triplets", "2stage"),
     "kd_svd_exact_mean": ("kd_svd", "exact", "1stage"),  # + distill.loss_scale = "mean"
     "kd_svd_exact_mean_untrained_teacher": ("kd_svd", "exact", "1stage"),  # + teacher.weights = "random"
     "kd_svd_exact_mean_deranged": ("kd_svd", "exact", "1stage"),  # + distill.teacher_images = "deranged"
@@ -64,34 +68,78 @@ _METHODS = {  # variant -> (distill.method, distill.svd_grad or None, distill.me
 }
 
 
-def parse_arg(arg: str | None, *, extra: tuple[str, ...] = ()) -> tuple[str, bool, list[str]]:
-  """Splits `arg` into (variant, smoke, tokens of `extra`); unknown tokens raise a ValueError naming valid ones."""
-  tokens = [t.strip() for t in (arg or "").split(",") if t.strip()]
-  unknown = [t for t in tokens if t not in VARIANTS + MODIFIERS + extra]
-  variants = [t for t in tokens if t in VARIANTS]
-  if unknown or len(variants) > 1:
-    raise ValueError(
-        f"Bad config variant {arg!r}: give at most one of {', '.join(VARIANTS)}, optionally with "
-        f"{', '.join(MODIFIERS + extra)} (comma-separated, e.g. `configs/FILE.py:kd_svd,smoke`).")
-  return (variants[0] if variants else "kd_svd"), "smoke" in tokens, [t for t in tokens if t in extra]
+@dataclasses.dataclass(frozen=True)
+class OneOf:
+  """A `parse_arg` value that is one of `values`, selected by a bare token (or `name=value`); `default` if absent."""
+  values: tuple[str, ...]
+  default: str
 
 
-def split_tokens(arg: str | None, kinds: dict[str, type]) -> tuple[str, dict]:
-  """Takes the tokens named in `kinds` out of `arg`: (the other tokens, {name: value}). `name=value` tokens are
-  converted with `kinds[name]` (int or float); a bare `name` token is True when `kinds[name]` is bool."""
-  rest, values = [], {}
+def _describe(spec: dict[str, Any]) -> str:
+  parts = []
+  for name, kind in spec.items():
+    if isinstance(kind, OneOf):
+      parts.append(f"one {name} of {', '.join(kind.values)}")
+    elif isinstance(kind, bool):
+      parts.append(name)
+    else:
+      parts.append(f"{name}=<{type(kind).__name__}>")
+  return "; ".join(parts)
+
+
+def _convert(name: str, kind: Any, text: str) -> Any:
+  """`text` as the value of `name`, typed like its spec `kind`; ValueError naming the expected form."""
+  if isinstance(kind, OneOf):
+    if text not in kind.values:
+      raise ValueError(f"{name}={text!r} is not one of {', '.join(kind.values)}")
+    return text
+  if isinstance(kind, bool):
+    if text.lower() not in ("true", "false"):
+      raise ValueError(f"expected {name} or {name}=<true|false>, got {text!r}")
+    return text.lower() == "true"
+  try:
+    return type(kind)(text)
+  except ValueError:
+    raise ValueError(f"expected {name}=<{type(kind).__name__}>, got {text!r}") from None
+
+
+def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
+  """The typed values of a config file's argument, the text after `:` in `--config FILE.py:ARG`.
+
+  As big_vision's `configs/common.py:parse_arg`: `arg` is a list of comma-separated tokens ("kd_svd,smoke,epochs=8")
+  and `spec` names every value the file reads, with its default, which gives its type:
+    bool                     True with a bare `name` token (or `name=true`, `name=false`);
+    int, float, str          set by `name=value`, converted to the default's type;
+    OneOf(values, default)   set by a bare token that is one of `values` (or `name=value`).
+  Returns a ConfigDict with a value for every name of `spec`. An unknown token, a value that does not convert, or
+  two tokens for one name raise a one-line ValueError that lists the valid tokens.
+  """
+  values, given = {}, {}
+  for name, kind in spec.items():
+    values[name] = kind.default if isinstance(kind, OneOf) else kind
   for token in (t.strip() for t in (arg or "").split(",")):
-    key, eq, value = token.partition("=")
-    if eq and kinds.get(key) in (int, float):
-      try:
-        values[key] = kinds[key](value)
-      except ValueError:
-        raise ValueError(f"Bad token {token!r}: expected {key}=<{kinds[key].__name__}>.") from None
-    elif not eq and kinds.get(token) is bool:
-      values[token] = True
-    elif token:
-      rest.append(token)
-  return ",".join(rest), values
+    if not token:
+      continue
+    name, eq, text = token.partition("=")
+    if not eq:  # A bare token: a value of a OneOf, or the name of a bool.
+      choices = [n for n, kind in spec.items() if isinstance(kind, OneOf) and token in kind.values]
+      name, text = (choices[0], token) if choices else (token, "true" if isinstance(spec.get(token), bool) else "")
+    try:
+      if name not in spec or not (eq or isinstance(spec[name], (bool, OneOf))):
+        raise ValueError(f"unknown token {token!r}")
+      if name in given:
+        raise ValueError(f"two tokens for {name} ({given[name]!r}, {token!r})")
+      given[name], values[name] = token, _convert(name, spec[name], text)
+    except ValueError as e:
+      raise ValueError(f"Bad config argument {arg!r}: {e}. Valid tokens (comma-separated): "
+                       f"{_describe(spec)}.") from None
+  return ml_collections.ConfigDict(values)
+
+
+def parse_variant(arg: str | None, *, default: str = "kd_svd", **spec: Any) -> ml_collections.ConfigDict:
+  """`parse_arg(arg, ...)` with the tokens of every config file, `variant` (one of VARIANTS, `default` if absent)
+  and `smoke`, plus the file's own `spec`."""
+  return parse_arg(arg, variant=OneOf(VARIANTS, default), smoke=False, **spec)
 
 
 def two_stage(config: ml_collections.ConfigDict, init_epochs: int) -> None:
@@ -123,10 +171,12 @@ def smoke(config: ml_collections.ConfigDict) -> None:
   config.train.checkpoint_every_steps = 2
 
 
-def apply_variant(config: ml_collections.ConfigDict, arg: str | None, *, teacher: str, student: str,
+def apply_variant(config: ml_collections.ConfigDict, arg: ml_collections.ConfigDict, *, pair: str,
                   init_epochs: int) -> ml_collections.ConfigDict:
-  """Sets model/teacher/distill for the variant in `arg` (see the module docstring); returns `config`."""
-  variant, is_smoke, _ = parse_arg(arg)
+  """Sets model/teacher/distill for `arg.variant` (see the module docstring) with the networks of
+  `models.PAIRS[pair]`, and the `smoke` modifier if `arg.smoke`; returns `config`. `arg`: `parse_variant`'s."""
+  variant = arg.variant
+  teacher, student = models.PAIRS[pair]
   method, svd_grad, mechanism = _METHODS[variant]
   config.model.name = teacher if variant == "teacher" else student
   config.teacher.name = teacher
@@ -141,7 +191,7 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str | None, *, teacher
     config.distill.teacher_images = "deranged"
   if mechanism == "2stage":
     two_stage(config, init_epochs)
-  if is_smoke:
+  if arg.smoke:
     smoke(config)
   return config
 
@@ -150,10 +200,11 @@ def paper_recipe() -> ml_collections.ConfigDict:
   """The paper's CIFAR-100 recipe (docs/method.md 7): the defaults, with the authors' channel statistics.
 
   Nesterov 0.9, lr 1e-2 -> 1e-3 at epoch 100 -> 1e-4 at 150, 200 epochs, batch 128, coupled L2 1e-4 on kernels,
-  per-tensor clipping (combine.rule = "sskd"), k = 1, the authors' augmentation, width 1: all `config.default()`.
+  per-tensor clipping (combine.rule = "clip_per_tensor"), k = 1, the authors' augmentation, width 1: all
+  `config.default()`.
   """
   config = config_lib.default()
-  config.data.normalization = "sskd_bgr"  # the authors' statistics, BGR order on RGB images (docs/method.md 7.2)
+  config.data.normalization = "cifar100_bgr"  # the authors' statistics, BGR order on RGB images (method.md 7.2)
   return config
 
 
@@ -181,10 +232,8 @@ def archive_config(arg: str | None, *, name: str, eval_split: str, num_classes: 
   replace `epochs`, `teacher_epochs` and `width`. 2-stage variants get the KDM ratio of initialisation epochs (40
   for a 100-epoch schedule).
   """
-  arg, values = split_tokens(arg, {"epochs": int, "teacher_epochs": int, "width": float})
-  teacher = parse_arg(arg)[0] == "teacher"
-  config = cpu_recipe(epochs=values.get("teacher_epochs", teacher_epochs) if teacher else values.get("epochs", epochs),
-                      width=values.get("width", width))
+  arg = parse_variant(arg, epochs=epochs, teacher_epochs=teacher_epochs, width=width)
+  config = cpu_recipe(epochs=arg.teacher_epochs if arg.variant == "teacher" else arg.epochs, width=arg.width)
   config.data.source = "archive"
   config.data.name = name
   config.data.path = name
@@ -192,20 +241,15 @@ def archive_config(arg: str | None, *, name: str, eval_split: str, num_classes: 
   config.data.eval_split = eval_split
   config.data.num_classes = num_classes
   config.data.image_size = 32
-  return apply_variant(config, arg, teacher="vgg_teacher", student="vgg_student",
-                       init_epochs=max(1, (2 * config.train.epochs) // 5))
+  return apply_variant(config, arg, pair="vgg", init_epochs=max(1, (2 * config.train.epochs) // 5))
 
 
-def quickstart(variant: str | None = None) -> ml_collections.ConfigDict:
+def quickstart(arg: str | None = None) -> ml_collections.ConfigDict:
   """The quickstart: the VGG pair at width 0.25 on the bundled digits (1,437 train / 360 test, upsampled to 32x32
-  so the VGG taps keep their 16/8/4/2 sizes), 8 epochs. `variant`: one of QUICKSTART_VARIANTS (default kd_svd)."""
-  variant = variant or "kd_svd"
-  if variant not in QUICKSTART_VARIANTS:
-    raise ValueError(f"Unknown quickstart variant {variant!r}; valid: {', '.join(QUICKSTART_VARIANTS)}.")
+  so the VGG taps keep their 16/8/4/2 sizes), 8 epochs. `arg`: a variant and modifier as in every config file
+  (`parse_variant`); no variant means `kd_svd_exact`."""
   config = config_lib.default()
-  config.model.name = "vgg_teacher" if variant == "teacher" else "vgg_student"
   config.model.width = config.teacher.width = 0.25
-  config.distill.method = "none" if variant in ("teacher", "student") else variant
   config.data.source = "digits"
   config.data.name = "digits"
   config.data.num_classes = 10
@@ -218,4 +262,5 @@ def quickstart(variant: str | None = None) -> ml_collections.ConfigDict:
   config.train.log_every_steps = 10
   config.train.checkpoint_every_steps = 200
   config.train.keep_checkpoints = 1
-  return config
+  return apply_variant(config, parse_variant(arg, default="kd_svd_exact"), pair="vgg",
+                       init_epochs=max(1, (2 * config.train.epochs) // 5))

@@ -1,20 +1,12 @@
 """Training: `train_and_evaluate(config, workdir)` trains one network (teacher, student alone, or distilled student).
 
-A run, in order: check the config and the workdir, build the mesh and the data, create the student (and restore
-the frozen teacher for a distillation run), resume from the newest readable checkpoint if any (a damaged newer one
-is set aside as `<step>.unreadable`, with a warning), then loop over steps with one jitted train step, evaluating
-on the full eval split at each epoch end and checkpointing every `train.checkpoint_every_steps` and at each epoch
-end. Metrics go to `WORKDIR/metrics.jsonl` and TensorBoard, the
-final summary to `WORKDIR/summary.json` (`"complete": true` once every step ran).
-
-The train step (`make_train_step`), a pure function of (state, teacher variables, batch) jitted with the batch
-sharded over the "data" mesh axis and the state replicated (state donated):
-  images = preprocess(uint8 batch, key(seed, step))                   augmentation inside the step
-  teacher: eval-mode forward (frozen: no gradient, no BatchNorm update) -> taps_T, logits_T
-  student: train-mode forward -> taps_S, logits_S; main = CE + coupled L2; dist = distill_fn(...)
-  g_main, g_dist from ONE forward (optim.main_and_dist_grads); g = optim.combine_gradients(g_main, g_dist, epoch)
-  optax update; metrics incl. ||g_main||, ||g_dist||, ||g|| (is the clipped distillation gradient doing anything?)
-The epoch and learning rate are computed from the traced step counter: one compilation per stage, none per epoch.
+A run, in order: check the config (`run_config.validate_run`: nothing is touched before it passes), lock the workdir
+(`workdir_lock`: one run per workdir, for every caller), check that the workdir holds no other run, build the mesh,
+the data, the student and the frozen teacher of a distillation run, write `config.json`, resume from the newest
+readable checkpoint if any (a damaged newer one is set aside as `<step>.unreadable`, with a warning), then loop
+over steps with one jitted train step (`svdkd_jax.steps`), evaluating on the full eval split at each epoch end and
+checkpointing every `train.checkpoint_every_steps` and at each epoch end. Metrics go to `WORKDIR/metrics.jsonl` and
+TensorBoard, the final summary to `WORKDIR/summary.json` (`"complete": true` once every step ran).
 
 Mechanisms (`config.distill.mechanism`):
   1stage: every step uses the combined gradient (the authors' released code).
@@ -23,18 +15,6 @@ Mechanisms (`config.distill.mechanism`):
     of `train.epochs` epochs with its learning-rate schedule restarted. A 2stage run therefore lasts
     `init_epochs + epochs` epochs. (FSP's authors and KDM's `Optimizer_w_Initializer` do this; the paper's exact
     schedule was never released.)
-Dropout and augmentation keys are `fold_in(key(seed), step)`, so a resumed run repeats an uninterrupted one.
-
-For experiments/bench_step.py (public, stable):
-  mesh = parallel.create_mesh()
-  student, teacher = train.create_models(config, num_classes, mesh=mesh)    # teacher=None unless given
-  state, tx = train.create_train_state(config, student, steps_per_epoch, mesh=mesh)
-  step_fn = train.make_train_step(config, student, tx, distill_fn=distill.from_config(config.distill),
-                                  steps_per_epoch=..., mesh=mesh, mean=..., std=..., teacher=teacher,
-                                  stage="1stage")   # stage: "1stage" | "init" | "main"
-  state, metrics = step_fn(state, teacher_vars(teacher), global_batch)   # global_batch via input_pipeline.to_global
-  `train.random_teacher(config, num_classes, mesh=mesh)` gives an untrained frozen teacher (no checkpoint needed).
-  With distill.method="none" and a teacher, the step still runs the teacher forward (its accuracy is a metric).
 Networks (build, restore, apply) are `svdkd_jax.networks`; the workdir's config check is `svdkd_jax.workdir`.
 """
 
@@ -45,9 +25,7 @@ import logging
 import os
 import signal
 import time
-from typing import Any
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -59,20 +37,13 @@ from svdkd_jax import config as config_lib
 from svdkd_jax import distill
 from svdkd_jax import input_pipeline
 from svdkd_jax import metrics as metrics_lib
-from svdkd_jax import models
 from svdkd_jax import networks
 from svdkd_jax import optim
 from svdkd_jax import parallel
+from svdkd_jax import run_config
+from svdkd_jax import steps as steps_lib
 from svdkd_jax import workdir as workdir_lib
-
-PyTree = Any
-STAGES = ("1stage", "init", "main")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# config checks
-
-
+from svdkd_jax import workdir_lock
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -95,14 +66,15 @@ def restore_teacher(config: ml_collections.ConfigDict, num_classes: int, *, mesh
 
 def random_teacher(config: ml_collections.ConfigDict, num_classes: int, *, mesh,
                    image_size: int = 32) -> networks.Network:
-  """An untrained teacher (for benchmarks and tests that need a teacher forward but no trained weights)."""
+  """An untrained frozen teacher (`teacher.weights = "random"`; also for benchmarks and tests that need a teacher
+  forward but no trained weights)."""
   return networks.build(config.teacher.name, config.teacher.width, num_classes, config.seed + 100, mesh=mesh,
                         image_size=image_size, dropout=config.teacher.dropout)
 
 
 def create_models(config: ml_collections.ConfigDict, num_classes: int, *, mesh,
                   image_size: int = 32) -> tuple[networks.Network, networks.Network | None]:
-  """The student (config.model, seeded by config.seed) and, for distillation runs, the restored teacher."""
+  """The student (config.model, seeded by config.seed) and, for distillation runs, the frozen teacher."""
   student = networks.build(config.model.name, config.model.width, num_classes, config.seed, mesh=mesh,
                            image_size=image_size, dropout=config.model.dropout)
   teacher = None
@@ -118,19 +90,20 @@ def teacher_vars(teacher: networks.Network | None) -> dict | None:
 
 
 def create_train_state(config: ml_collections.ConfigDict, student: networks.Network, steps_per_epoch: int, *,
-                       mesh) -> tuple[dict, optax.GradientTransformation]:
-  """`({"params", "rest", "opt_state", "step"}, tx)`: the student's variables and optax state, replicated."""
-  tx = optim.create_optimizer(config.optim, steps_per_epoch)
+                       mesh) -> tuple[dict, optim.Optimizer]:
+  """`({"params", "rest", "opt_state", "step"}, optimizer)`: the student's variables and optax state, replicated,
+  and the optimiser of `config.optim` (`optim.create_optimizer`)."""
+  optimizer = optim.create_optimizer(config.optim, steps_per_epoch)
   replicated = parallel.replicated(mesh)
   # A copy: the step donates the state, `student.variables` stays usable.
   variables = jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=replicated)(student.variables)
-  opt_state = jax.jit(tx.init, out_shardings=replicated)(variables["params"])
+  opt_state = jax.jit(optimizer.init, out_shardings=replicated)(variables["params"])
   step = parallel.replicate(jnp.zeros((), jnp.int32), mesh)
-  return {"params": variables["params"], "rest": variables["rest"], "opt_state": opt_state, "step": step}, tx
+  return {"params": variables["params"], "rest": variables["rest"], "opt_state": opt_state, "step": step}, optimizer
 
 
-def check_taps(config: ml_collections.ConfigDict, distill_fn: distill.DistillFn, student: networks.Network,
-               teacher: networks.Network | None, image_shape: tuple[int, ...]) -> None:
+def check_taps(distill_fn: distill.DistillFn, student: networks.Network, teacher: networks.Network | None,
+               image_shape: tuple[int, ...]) -> None:
   """Runs the distillation loss on abstract shapes so tap mismatches fail now, with distill's clear message."""
   if teacher is None:
     return
@@ -139,174 +112,9 @@ def check_taps(config: ml_collections.ConfigDict, distill_fn: distill.DistillFn,
   def loss(s_vars, t_vars, x):
     s_logits, s_taps, _ = networks.apply(student, s_vars, x)
     t_logits, t_taps, _ = networks.apply(teacher, t_vars, x)
-    if s_logits.shape != t_logits.shape and config.distill.method == "soft_target":
-      raise ValueError(f"soft_target: student logits {s_logits.shape} vs teacher {t_logits.shape}.")
     return distill_fn(s_taps, t_taps, s_logits, t_logits)
 
   jax.eval_shape(loss, student.variables, teacher.variables, x)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# steps
-
-
-def derangement(key: jax.Array, n: int) -> jax.Array:
-  """A random permutation of `range(n)` with no fixed point (one n-cycle through a random order), `[n]` int32."""
-  order = jax.random.permutation(key, n)
-  return jnp.zeros(n, jnp.int32).at[order].set(jnp.roll(order, -1).astype(jnp.int32))
-
-
-def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Accuracy over the labelled examples (label >= 0) of `logits` [B, C], `labels` [B]; 0 if there are none."""
-  labelled = labels >= 0
-  return jnp.sum((jnp.argmax(logits, -1) == labels) & labelled) / jnp.maximum(jnp.sum(labelled), 1)
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array, reduction: str = "batch") -> jax.Array:
-  """Softmax cross-entropy of `logits` [B, C] against `labels` [B], where label -1 marks an unlabelled example.
-
-  Unlabelled examples have weight zero. `reduction`: "batch" divides by B (the released code: its unlabelled images
-  have an all-zero one-hot target and still count in the batch mean), "labelled" by the number of labelled ones.
-  """
-  labelled = labels >= 0
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), jnp.maximum(labels, 0))
-  ce = jnp.where(labelled, ce, 0.0)
-  if reduction == "labelled":
-    return jnp.sum(ce) / jnp.maximum(jnp.sum(labelled), 1)
-  return jnp.mean(ce)
-
-
-def _gradients(loss_fn: Callable, params: PyTree, args: tuple, *, stage: str, epoch: jax.Array, with_teacher: bool,
-               combine: ml_collections.ConfigDict) -> tuple[tuple, dict, PyTree, PyTree, PyTree | None]:
-  """`((main, dist), aux, grads, main_grads, dist_grads)` of one step's `loss_fn(params, *args)`, by stage."""
-  if not with_teacher:
-    def main_only(p):
-      losses, aux = loss_fn(p, *args)
-      return losses[0], (losses, aux)
-    (_, (losses, aux)), main_grads = jax.value_and_grad(main_only, has_aux=True)(params)
-    return losses, aux, main_grads, main_grads, None
-  losses, aux, main_grads, dist_grads = optim.main_and_dist_grads(loss_fn, params, *args)
-  if stage == "init":
-    return losses, aux, dist_grads, main_grads, dist_grads
-  grads = optim.combine_gradients(main_grads, dist_grads, epoch, rule=combine.rule, weight=combine.weight)
-  return losses, aux, grads, main_grads, dist_grads
-
-
-def make_loss_fn(config: ml_collections.ConfigDict, student: networks.Network,
-                 distill_fn: distill.DistillFn | None) -> Callable[..., tuple[tuple[jax.Array, jax.Array], dict]]:
-  """The student's train-mode losses `loss_fn(params, rest, dropout_key, images, labels, t_logits, t_taps)`.
-
-  Returns `((main, dist), aux)`: main = cross-entropy (+ coupled L2), dist = `distill_fn` of the student's and the
-  teacher's taps and logits (0 when `t_logits` is None); aux holds the logits, the updated `rest` and the parts.
-  """
-  wd = 0.0 if config.optim.decoupled_weight_decay else config.optim.weight_decay
-
-  def loss_fn(params, rest, dropout_key, images, labels, t_logits, t_taps):
-    # Dropout call i draws its mask from fold_in(fold_in(dropout_key, 0), i): the masks that the former
-    # nnx.reseed(model, dropout=dropout_key) gave, so runs resumed across that change stay bit-identical.
-    rngs = nnx.Rngs(dropout=jax.random.fold_in(dropout_key, 0))
-    variables = {"params": params, "rest": rest}
-    logits, taps, new_rest = networks.apply(student, variables, images, train=True, rngs=rngs)
-    ce = cross_entropy(logits, labels, config.train.ce_reduction)
-    main = ce + (optim.l2_penalty(params, wd) if wd else 0.0)
-    if t_logits is None:
-      dist, dist_aux = jnp.zeros((), jnp.float32), {}
-    else:
-      dist, dist_aux = distill_fn(taps, t_taps, logits, t_logits)
-    return (main, dist), {"logits": logits, "rest": new_rest, "ce": ce, "dist_aux": dist_aux}
-
-  return loss_fn
-
-
-def make_train_step(config: ml_collections.ConfigDict, student: networks.Network, tx: optax.GradientTransformation,
-                    *, distill_fn: distill.DistillFn | None, steps_per_epoch: int, mesh, mean, std,
-                    teacher: networks.Network | None = None,
-                    stage: str = "1stage") -> Callable[[dict, dict | None, dict], tuple[dict, dict]]:
-  """The jitted train step `(state, teacher_variables, batch) -> (state, metrics)`; `state` is donated.
-
-  Stages: "1stage" (main + distillation gradients combined; without a teacher, the main task alone), "init"
-  (distillation gradient alone: 2stage's first phase), "main" (main task alone, no teacher: 2stage's second phase).
-  `distill_fn` (see `distill.get`; unused without a teacher) maps the taps and logits to the distillation loss.
-  `batch`: {"image": uint8 [B, H, W, 3], "label": int32 [B]}, sharded on the "data" axis.
-  """
-  if stage not in STAGES:
-    raise ValueError(f"stage={stage!r}; valid: {', '.join(STAGES)}.")
-  if stage == "main":
-    teacher = None
-  if teacher is not None and distill_fn is None:
-    raise ValueError("a train step with a teacher needs its distill_fn (distill.from_config(config.distill)).")
-  if stage == "init" and teacher is None:
-    raise ValueError("stage 'init' (distillation alone) needs a teacher.")
-  seed_key = jax.random.key(config.seed)
-  loss_fn = make_loss_fn(config, student, distill_fn)
-  # The learning rate and the epoch follow the stage's own step count (2stage restarts the schedule).
-  offset = config.distill.init_epochs * steps_per_epoch if stage == "main" else 0
-  schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch)
-  mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
-
-  def step_fn(state, t_vars, batch):
-    step = state["step"]
-    aug_key, dropout_key = jax.random.split(jax.random.fold_in(seed_key, step))
-    images = input_pipeline.preprocess(batch["image"], aug_key, train=True, mean=mean, std=std,
-                                       augment=config.data.augment)
-    labels = batch["label"]
-    t_logits = t_taps = None
-    metrics = {}
-    if teacher is not None:
-      t_logits, t_taps, _ = networks.apply(teacher, t_vars, images)
-      t_logits, t_taps = jax.lax.stop_gradient((t_logits, t_taps))
-      metrics["teacher_accuracy"] = accuracy(t_logits, labels)
-      if config.distill.teacher_images == "deranged":  # control: each image meets the teacher on another one
-        other = derangement(jax.random.fold_in(jax.random.fold_in(seed_key, step), 1), labels.shape[0])
-        t_logits, t_taps = jax.tree.map(lambda t: jnp.take(t, other, axis=0), (t_logits, t_taps))
-    args = (state["rest"], dropout_key, images, labels, t_logits, t_taps)
-    (main, dist), aux, grads, main_grads, dist_grads = _gradients(
-        loss_fn, state["params"], args, stage=stage, epoch=(step - offset) // steps_per_epoch,
-        with_teacher=teacher is not None, combine=config.combine)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    new_state = {"params": params, "rest": aux["rest"], "opt_state": opt_state, "step": step + 1}
-    metrics.update(
-        loss=(dist if stage == "init" else main + (dist if teacher is not None else 0.0)),
-        main_loss=main, ce_loss=aux["ce"], dist_loss=dist, accuracy=accuracy(aux["logits"], labels),
-        lr=schedule(step - offset), grad_norm_main=optax.tree.norm(main_grads),
-        grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params))
-    if dist_grads is not None:
-      metrics["grad_norm_dist"] = optax.tree.norm(dist_grads)
-    metrics.update({f"dist/{k}": v for k, v in aux["dist_aux"].items() if jnp.ndim(v) == 0})
-    return new_state, metrics
-
-  replicated, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  return jax.jit(step_fn, in_shardings=(replicated, replicated, data), out_shardings=(replicated, replicated),
-                 donate_argnums=0)
-
-
-def make_eval_step(student: networks.Network, *, mesh, mean, std) -> Callable[[dict, dict, dict], dict]:
-  """Jitted `(params, rest, batch) -> {"correct", "loss", "count"}` sums over the real (mask = 1) examples."""
-  mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
-
-  def eval_fn(params, rest, batch):
-    images = input_pipeline.preprocess(batch["image"], None, train=False, mean=mean, std=std, augment="none")
-    logits, _, _ = networks.apply(student, {"params": params, "rest": rest}, images)
-    mask = batch["mask"].astype(jnp.float32)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch["label"])
-    return {"correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask), "loss": jnp.sum(ce * mask),
-            "count": jnp.sum(mask)}
-
-  replicated, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  return jax.jit(eval_fn, in_shardings=(replicated, replicated, data), out_shardings=replicated)
-
-
-def evaluate(eval_step, state: dict, ds, mesh) -> dict:
-  """Accuracy and mean cross-entropy over the whole eval split (padding masked out)."""
-  sharding = parallel.data_sharding(mesh)
-  totals = None
-  for batch in ds.eval_batches():
-    out = eval_step(state["params"], state["rest"], input_pipeline.to_global(batch, sharding))
-    totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-  totals = jax.device_get(totals)
-  count = max(float(totals["count"]), 1.0)
-  return {"eval_accuracy": float(totals["correct"]) / count, "eval_loss": float(totals["loss"]) / count}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -450,7 +258,7 @@ def _evaluate_and_save(step: int, state: dict, *, evaluate_fn: Callable[[dict], 
 
 
 def _train_loop(config: ml_collections.ConfigDict, plan: _Plan, state: dict, start: int, *,
-                make_step: Callable[[str], Callable], t_vars: dict | None, tx: optax.GradientTransformation,
+                make_step: Callable[[str], Callable], t_vars: dict | None, optimizer: optim.Optimizer,
                 train_iter, mesh, ckpts: _RunCheckpoints, writer: metrics_lib.MetricWriter,
                 evaluate_fn: Callable[[dict], dict], stop: _StopRequest) -> int:
   """Runs the steps after `start` up to `plan.last_step` or a stop request; returns the number of steps done."""
@@ -467,7 +275,7 @@ def _train_loop(config: ml_collections.ConfigDict, plan: _Plan, state: dict, sta
         steps[stage] = make_step(stage)
       if stage == "main" and step == plan.init_epochs * spe:
         logging.info("2stage: initialisation done at step %d; main task from here, optimiser state reset.", step)
-        state["opt_state"] = jax.jit(tx.init, out_shardings=parallel.replicated(mesh))(state["params"])
+        state["opt_state"] = jax.jit(optimizer.init, out_shardings=parallel.replicated(mesh))(state["params"])
       state, step_metrics = steps[stage](state, t_vars, input_pipeline.to_global(next(train_iter), sharding))
       step += 1
       lag.add(step_metrics, step)
@@ -518,32 +326,16 @@ def _finished(summary: dict | None, config: ml_collections.ConfigDict) -> bool:
   return epochs == config.train.epochs
 
 
-def _create_datasets(config: ml_collections.ConfigDict, mesh) -> input_pipeline.Datasets:
-  parallel.check_batch_size(config.train.batch_size, mesh)
-  parallel.check_batch_size(config.train.eval_batch_size, mesh, "train.eval_batch_size")
-  return input_pipeline.create_datasets(config.data, global_batch_size=config.train.batch_size,
-                                        eval_batch_size=config.train.eval_batch_size, seed=config.seed)
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False) -> dict:
-  """Trains `config.model` (distilled from `config.teacher` unless distill.method == "none"); returns the summary.
-
-  Restarting the same command resumes from the latest checkpoint; restarting it with a larger `train.epochs` (and
-  nothing else changed) extends the run from there (`workdir.prepare`). See the module docstring for the step.
-  """
-  t_start = time.time()
-  distill_fn = config_lib.validate(config)  # The run's distillation loss, built once here.
-  workdir_lib.prepare(config, workdir, schema=config_lib.default(), overwrite=overwrite)
-  done = metrics_lib.read_summary(workdir)
-  if _finished(done, config):
-    logging.info("%s is complete (summary.json); nothing to do.", workdir)
-    return done
-
-  mesh = parallel.create_mesh()
-  ds = _create_datasets(config, mesh)
+def _train(config: ml_collections.ConfigDict, workdir: str, prepared: workdir_lib.Prepared, *, mesh,
+           t_start: float) -> dict:
+  """Builds the run (data, networks, state), writes its config.json, resumes and trains; returns the summary."""
+  ds = input_pipeline.create_datasets(config.data, global_batch_size=config.train.batch_size,
+                                      eval_batch_size=config.train.eval_batch_size, seed=config.seed)
   student, teacher = create_models(config, ds.num_classes, mesh=mesh, image_size=ds.image_shape[0])
-  check_taps(config, distill_fn, student, teacher, ds.image_shape)
-  state, tx = create_train_state(config, student, ds.steps_per_epoch, mesh=mesh)
+  distill_fn = distill.from_config(config.distill)
+  check_taps(distill_fn, student, teacher, ds.image_shape)
+  workdir_lib.write(prepared)  # Only now: a run that cannot start leaves no config.json to refuse its fix.
+  state, optimizer = create_train_state(config, student, ds.steps_per_epoch, mesh=mesh)
   plan = _Plan.of(config, ds.steps_per_epoch, has_teacher=teacher is not None)
   train_iter = ds.train_iterator()
   ckpts = _RunCheckpoints(config, workdir, num_classes=ds.num_classes, steps_per_epoch=ds.steps_per_epoch,
@@ -557,16 +349,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, overw
                f", {plan.init_epochs} of them distillation alone" if plan.init_epochs else "", mesh.size)
 
   def make_step(stage: str) -> Callable:
-    return make_train_step(config, student, tx, distill_fn=distill_fn, steps_per_epoch=ds.steps_per_epoch,
-                           mesh=mesh, mean=ds.mean, std=ds.std, teacher=teacher, stage=stage)
+    return steps_lib.make_train_step(config, student, optimizer, distill_fn=distill_fn, mesh=mesh, mean=ds.mean,
+                                     std=ds.std, steps_per_epoch=ds.steps_per_epoch, teacher=teacher, stage=stage)
 
-  eval_step = make_eval_step(student, mesh=mesh, mean=ds.mean, std=ds.std)
+  eval_step = steps_lib.make_eval_step(student, mesh=mesh, mean=ds.mean, std=ds.std)
   stop, step = _StopRequest(), start or 0
   try:
     with stop:
-      step = _train_loop(config, plan, state, step, make_step=make_step, t_vars=teacher_vars(teacher), tx=tx,
-                         train_iter=train_iter, mesh=mesh, ckpts=ckpts, writer=writer, stop=stop,
-                         evaluate_fn=lambda s: evaluate(eval_step, s, ds, mesh))
+      step = _train_loop(config, plan, state, step, make_step=make_step, t_vars=teacher_vars(teacher),
+                         optimizer=optimizer, train_iter=train_iter, mesh=mesh, ckpts=ckpts, writer=writer,
+                         stop=stop, evaluate_fn=lambda s: steps_lib.evaluate(eval_step, s, ds, mesh))
   finally:
     ckpts.manager.wait_until_finished()
     writer.close()
@@ -577,3 +369,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, overw
     logging.warning("Interrupted at step %d; checkpoint saved in %s. Rerun the same command to resume.", step,
                     workdir)
   return summary
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False) -> dict:
+  """Trains `config.model` (distilled from `config.teacher` unless distill.method == "none"); returns the summary.
+
+  A bad config is refused (one-line ValueError) before the workdir is touched. The run holds the workdir's lock
+  (`workdir_lock.hold`) while it checks and trains, so a second run on it is refused (WorkdirLockedError).
+  Restarting the same command resumes from the latest checkpoint; restarting it with a larger `train.epochs` (and
+  nothing else changed) extends the run from there (`svdkd_jax.workdir`). With `overwrite`, a previous run with
+  another config is deleted and started again.
+  """
+  t_start = time.time()
+  config = config_lib.canonical(config)  # Earlier value names read as today's (config.ALIASES).
+  run_config.validate_run(config)
+  mesh = parallel.create_mesh()
+  parallel.check_batch_size(config.train.batch_size, mesh)
+  parallel.check_batch_size(config.train.eval_batch_size, mesh, "train.eval_batch_size")
+  with workdir_lock.hold(workdir):
+    prepared = workdir_lib.check(config, workdir, overwrite=overwrite, unread=run_config.unread_keys)
+    done = None if prepared.starts_again else metrics_lib.read_summary(workdir)
+    if _finished(done, config):
+      logging.info("%s is complete (summary.json); nothing to do.", workdir)
+      return done
+    return _train(config, workdir, prepared, mesh=mesh, t_start=t_start)

@@ -1,14 +1,22 @@
 """A run's workdir: its `config.json`, and the check that a restart continues the same run (or extends it).
 
-    workdir.prepare(config, "runs/x", schema=default_config)   # refuses a workdir holding another run
-    workdir.read_config("runs/x")                              # the dict of config.json
+    prepared = workdir.check(config, "runs/x")   # read-only: refuses a workdir holding another run
+    workdir.write(prepared)                      # config.json written (with overwrite, the other run deleted first)
+    workdir.prepare(config, "runs/x")            # both at once
+    workdir.read_config("runs/x")                # the dict of config.json, in today's value names
 
 Rerunning with the same config resumes. Rerunning with a larger `train.epochs` and nothing else changed extends the
 run: it continues from its last checkpoint to the new length, as if it had been started with it (the data order,
 the learning-rate schedule and every step depend on the step number, not on the run's length). Any other change is
-refused unless `overwrite`. Files go through `etils.epath`, so the workdir may be a URL (gs://...).
+refused unless `overwrite`. Configs are compared in today's value names (`config.canonical`), keys a config.json
+lacks count as their defaults, and the run-control keys (`config.RUN_CONTROL_KEYS`) are not compared. A workdir's
+config.json is written when its run starts and rewritten only when its config changes (an extension, an overwrite),
+so a run's record keeps the names it was written with. Files go through `etils.epath`, so the workdir may be a URL
+(gs://...).
 """
 
+from collections.abc import Callable
+import dataclasses
 import json
 import logging
 
@@ -16,18 +24,14 @@ from etils import epath
 import jax
 import ml_collections
 
-from svdkd_jax import distill
+from svdkd_jax import config as config_lib
 from svdkd_jax import metrics as metrics_lib
 
 CONFIG_FILE = "config.json"
-# Keys that steer a run without changing its result: they may differ when a run is resumed.
-RUN_CONTROL_KEYS = ("train.max_steps", "train.log_every_steps", "train.checkpoint_every_steps",
-                    "train.keep_checkpoints", "data.num_workers", "data.data_dir", "data.cache_dir", "data.path",
-                    "teacher.workdir", "teacher.checkpoint")
-# The one key whose growth extends a run instead of making it another run.
-EXTENDABLE_KEY = "train.epochs"
-# What `prepare(..., overwrite=True)` deletes: everything a run writes.
+# What `write` deletes for an overwrite: everything a run writes.
 RUN_OUTPUTS = ("checkpoints", "tensorboard", metrics_lib.METRICS_FILE, metrics_lib.SUMMARY_FILE, CONFIG_FILE)
+Change = tuple[str, object, object]  # (dotted key, old value, new value)
+Unread = Callable[[dict], set[str]]  # config dict -> the dotted keys a run of it does not read
 
 
 def _load(path: epath.Path) -> dict | None:
@@ -44,13 +48,13 @@ def _load(path: epath.Path) -> dict | None:
 
 
 def read_config(workdir: str) -> dict:
-  """The config a run was started with, as the dict of `WORKDIR/config.json` (FileNotFoundError if missing,
-  ValueError if damaged)."""
+  """The config a run was started with, as the dict of `WORKDIR/config.json` with today's value names
+  (FileNotFoundError if missing, ValueError if damaged)."""
   path = epath.Path(workdir) / CONFIG_FILE
   config = _load(path)
   if config is None:
     raise FileNotFoundError(f"{path} is missing: {workdir} is not the workdir of a run.")
-  return config
+  return config_lib.canonical(config)
 
 
 def _comparable(config_dict: dict) -> dict:
@@ -61,41 +65,32 @@ def _comparable(config_dict: dict) -> dict:
     for k, v in d.items():
       if isinstance(v, dict):
         walk(v, f"{prefix}{k}.")
-      elif f"{prefix}{k}" not in RUN_CONTROL_KEYS:
+      elif f"{prefix}{k}" not in config_lib.RUN_CONTROL_KEYS:
         flat[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
 
-  walk(config_dict, "")
+  walk(config_lib.canonical(config_dict), "")
   return flat
 
 
-def _unread_distill_options(config_dict: dict) -> set[str]:
-  """The `distill.X` keys the run's method does not read (`svd_grad` of an FSP or student run): a new default for
-  them changes nothing the run computes."""
-  method = config_dict.get("distill", {}).get("method")
-  every = {o for name in distill.NAMES for o in distill.option_names(name)}
-  read = set(distill.option_names(method)) if distill.is_method(method or "") else every
-  return {f"distill.{o}" for o in every - read}
-
-
-def config_changes(old: dict, new: dict, schema: ml_collections.ConfigDict | None) -> list[tuple[str, object, object]]:
+def config_changes(old: dict, new: dict, unread: Unread | None = None) -> list[Change]:
   """`(key, old value, new value)` for each result-deciding key that differs between two configs (as dicts).
 
-  A key missing from `old` (added to the schema after that run was written) counts as its `schema` default there.
-  Options of distillation methods the run does not use (in both configs) are not compared.
+  A key missing from `old` (added to the schema after that run was written) counts as its default there. Keys that
+  `unread` (e.g. `run_config.unread_keys`) says neither config's run reads are not compared.
   """
   a, b = _comparable(old), _comparable(new)
-  defaults = _comparable(json.loads(schema.to_json_best_effort())) if schema is not None else {}
+  defaults = _comparable(json.loads(config_lib.default().to_json_best_effort()))
   a = {**{k: v for k, v in defaults.items() if k in b and k not in a}, **a}
-  unread = _unread_distill_options(old) & _unread_distill_options(new)
-  return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in unread]
+  ignored = (unread(old) & unread(new)) if unread is not None else set()
+  return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in ignored]
 
 
-def _grows_epochs(change: tuple[str, object, object]) -> bool:
+def _grows_epochs(change: Change) -> bool:
   key, old, new = change
-  return key == EXTENDABLE_KEY and isinstance(old, int) and isinstance(new, int) and new > old
+  return key == config_lib.EXTENDABLE_KEY and isinstance(old, int) and isinstance(new, int) and new > old
 
 
-def extension(changes: list[tuple[str, object, object]]) -> tuple[int, int] | None:
+def extension(changes: list[Change]) -> tuple[int, int] | None:
   """`(old epochs, new epochs)` if `changes` (see `config_changes`) extend a run: `train.epochs` grew, nothing
   else changed. None otherwise."""
   if len(changes) == 1 and _grows_epochs(changes[0]):
@@ -103,19 +98,52 @@ def extension(changes: list[tuple[str, object, object]]) -> tuple[int, int] | No
   return None
 
 
-def _refusal(workdir: str, changes: list[tuple[str, object, object]]) -> str:
+def _refusal(workdir: str, changes: list[Change]) -> str:
   """The one-line message refusing to continue a run under `changes` (which are not an extension)."""
   shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes[:8])
-  note = ""
+  note, extendable = "", config_lib.EXTENDABLE_KEY
   if any(_grows_epochs(c) for c in changes):
-    others = [k for k, _, _ in changes if k != EXTENDABLE_KEY]
-    note = f" Only {EXTENDABLE_KEY} alone may grow to extend a run; here {', '.join(others)} changed with it."
+    others = [k for k, _, _ in changes if k != extendable]
+    note = f" Only {extendable} alone may grow to extend a run; here {', '.join(others)} changed with it."
     if others == ["optim.boundaries"]:  # configs whose boundaries follow the epoch count (the CPU recipes)
       old = {k: a for k, a, _ in changes}["optim.boundaries"]
       note += (f" To extend it on the schedule it was trained with, also pass "
                f"--config.optim.boundaries='{tuple(old or ())}'.")
   return (f"{workdir} holds a run with a different config ({shown}).{note} Use another --workdir, or pass "
           "--overwrite to delete that run and start again.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+  """What `check` found in a workdir, for `write`."""
+  workdir: str
+  config: dict  # the config to write, as JSON
+  changes: list[Change]  # from the workdir's config.json to `config`; empty for a new or the same run
+  exists: bool  # the workdir has a config.json
+  starts_again: bool  # overwrite of another (or damaged) run: `write` deletes its outputs first
+  extended: tuple[int, int] | None  # (old, new) train.epochs of an extension
+
+
+def check(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False,
+          unread: Unread | None = None) -> Prepared:
+  """Checks that `workdir` is new or holds the run of `config` (or a shorter one to extend), touching nothing.
+
+  Raises a one-line ValueError for a workdir holding another run, or a damaged config.json, unless `overwrite`
+  (then `write` deletes that run). A larger `train.epochs` alone extends the run (with `overwrite`, the run starts
+  again instead). `unread(config_dict)`: keys a run does not read, not compared (see `config_changes`).
+  """
+  new = json.loads(config.to_json_best_effort())
+  try:
+    old = _load(epath.Path(workdir) / CONFIG_FILE)
+  except ValueError:  # damaged: only --overwrite goes on, by starting again
+    if not overwrite:
+      raise
+    return Prepared(workdir, new, [(CONFIG_FILE, "damaged", None)], True, True, None)
+  changes = [] if old is None else config_changes(old, new, unread)
+  extended = None if overwrite else extension(changes)
+  if changes and not extended and not overwrite:
+    raise ValueError(_refusal(workdir, changes))
+  return Prepared(workdir, new, changes, old is not None, bool(changes) and overwrite, extended)
 
 
 def _delete_run(workdir: str) -> None:
@@ -128,32 +156,21 @@ def _delete_run(workdir: str) -> None:
       target.unlink()
 
 
-def prepare(config: ml_collections.ConfigDict, workdir: str, *, schema: ml_collections.ConfigDict | None,
-            overwrite: bool = False) -> None:
-  """Creates `workdir` and writes its config; refuses a workdir holding a different run unless `overwrite`.
+def write(prepared: Prepared) -> None:
+  """Creates the workdir and writes its config.json, unless it already holds this very run's (process 0 only;
+  config.json is replaced atomically: other processes may be reading it). An overwrite deletes the other run first."""
+  if prepared.extended:
+    logging.info("Extending the run in %s from %d to %d epochs: it continues from its last checkpoint.",
+                 prepared.workdir, *prepared.extended)
+  if jax.process_index() != 0 or (prepared.exists and not prepared.changes):
+    return
+  if prepared.starts_again:
+    _delete_run(prepared.workdir)
+  epath.Path(prepared.workdir).mkdir(parents=True, exist_ok=True)
+  metrics_lib.write_json(epath.Path(prepared.workdir) / CONFIG_FILE, prepared.config)
 
-  `schema` (every key with its default, or None) fills keys an older config.json lacks. A larger `train.epochs`
-  alone extends the run (logged; with `overwrite`, the run starts again instead). With `overwrite`, a different or
-  damaged previous run's checkpoints, metrics and summary are deleted.
-  """
-  path = epath.Path(workdir) / CONFIG_FILE
-  new = json.loads(config.to_json_best_effort())
-  try:
-    old = _load(path)
-  except ValueError:  # damaged: only --overwrite goes on, by starting again
-    if not overwrite:
-      raise
-    changes = [(CONFIG_FILE, "damaged", None)]
-  else:
-    changes = [] if old is None else config_changes(old, new, schema)
-  extended = None if overwrite else extension(changes)
-  if extended:
-    logging.info("Extending the run in %s from %d to %d epochs: it continues from its last checkpoint.", workdir,
-                 *extended)
-  elif changes and not overwrite:
-    raise ValueError(_refusal(workdir, changes))
-  elif changes and jax.process_index() == 0:
-    _delete_run(workdir)
-  if jax.process_index() == 0:
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    metrics_lib.write_json(path, new)  # Atomic: other processes may be reading it.
+
+def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False,
+            unread: Unread | None = None) -> None:
+  """`write(check(...))`: refuses a workdir holding another run, or writes (or keeps) the run's config.json."""
+  write(check(config, workdir, overwrite=overwrite, unread=unread))

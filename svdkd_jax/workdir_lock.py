@@ -9,10 +9,12 @@ A child process can take over its parent's lock: `experiments/run_table.py` lock
 trainer with the lock's descriptor inherited and `SVDKD_WORKDIR_LOCK_FD` set; the trainer's own `acquire` then
 adopts it instead of being refused by its parent.
 
-Multi-process runs: only process 0 should lock (the others share its workdir by design). URLs (gs://...) cannot be
-locked; `acquire` warns and returns an inactive lock.
+`hold(workdir)` is the lock of a run (`train.train_and_evaluate` holds it): in a multi-process run only process 0
+locks (the others share its workdir by design), and every process learns whether it got the lock. URLs
+(gs://...) cannot be locked; `acquire` warns and returns an inactive lock.
 """
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -134,3 +136,27 @@ def acquire(workdir: str) -> WorkdirLock:
     raise WorkdirLockedError(workdir, who) from None
   _write_holder(fd)
   return WorkdirLock(workdir, fd)
+
+
+@contextlib.contextmanager
+def hold(workdir: str):
+  """Holds `workdir`'s lock while the body runs: process 0 locks it (adopting a lock its parent handed down, see
+  `WorkdirLock.child_env`), and every process learns whether process 0 got it, so none goes on with a workdir that
+  another run holds. Raises WorkdirLockedError (in every process) if it is held."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  lock, refusal = None, None
+  if jax.process_index() == 0:
+    try:
+      lock = acquire(workdir)
+    except WorkdirLockedError as e:
+      refusal = e
+  if jax.process_count() > 1 and multihost_utils.broadcast_one_to_all(int(refusal is not None)) and not refusal:
+    refusal = WorkdirLockedError(workdir, "named in the output of process 0")
+  if refusal:
+    raise refusal
+  try:
+    yield
+  finally:
+    if lock is not None:
+      lock.release()

@@ -5,12 +5,14 @@
 
 import os
 
+from flax import nnx
 import jax
 import ml_collections
 import numpy as np
 import pytest
 
 from svdkd_jax import checkpoint
+from svdkd_jax import models
 from svdkd_jax import recipes
 
 
@@ -49,6 +51,24 @@ def read_params(workdir: str, step: int | None = None) -> dict:
                           ckptr.metadata(path).item_metadata.tree)
     restored = ckptr.restore(path, target)
   return jax.tree.map(np.asarray, restored["params"])
+
+
+def network_shapes(name: str, width: float, num_classes: int, *, image_size: int = 32,
+                   dropout: float | None = None) -> dict:
+  """A network's `{"params", "rest"}` (as `networks.build` lays them out) as `jax.ShapeDtypeStruct`s: nothing is
+  initialised."""
+  options = {"input_size": image_size, "dropout": dropout}
+  options = {k: v for k, v in options.items() if k in models.options(name) and v is not None}
+  module = nnx.eval_shape(lambda: models.create(name, num_classes, rngs=nnx.Rngs(0), width=width, **options))
+  module.eval()
+  _, params, rest = nnx.split(module, nnx.Param, ...)
+  return {"params": params, "rest": rest}
+
+
+@pytest.fixture(scope="session")
+def abstract_variables():
+  """`abstract_variables(name, width, num_classes, image_size=32, dropout=None)` (see `network_shapes`)."""
+  return network_shapes
 
 
 @pytest.fixture(scope="session")

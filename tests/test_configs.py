@@ -1,7 +1,7 @@
 """Experiment configs, the table runner and the Colab notebook: everything loads, names what exists, and agrees.
 
 References are independent of the code under test: the recipes are the numbers of docs/method.md (7.1, 7.3), the
-key set is configs/default.py's, model names come from svdkd_jax.models.
+key set is configs/default.py's, model names and teacher/student pairs come from svdkd_jax.models.
 """
 
 import ast
@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -28,25 +29,27 @@ from svdkd_jax import config as config_lib
 from svdkd_jax import config_files
 from svdkd_jax import models
 from svdkd_jax import recipes
+from svdkd_jax import run_config
+from svdkd_jax import workdir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 NOTEBOOK = ROOT / "experiments" / "colab_tpu.ipynb"
 VARIANTS = ("teacher", "student", "kd_svd", "kd_svd_exact", "kd_svd_sskd_code", "fsp", "soft_target", "fsp_2stage",
             "kd_svd_2stage")
-CRD_PAIRS = {"resnet32x4": "resnet8x4", "vgg13": "vgg8", "wrn_40_2": "wrn_16_2", "resnet56": "resnet20"}
-# file -> (teacher, student) for the variants without a pair token.
+# file -> its pair in models.PAIRS for the variants without a pair token.
 PAIRS = {
-    "cifar100_vgg": ("vgg_teacher", "vgg_student"),
-    "cifar100_vgg_stride": ("vgg_teacher", "vgg_stride_student"),
-    "cifar100_mobilenet": ("mobilenet_teacher", "mobilenet_student"),
-    "cifar100_resnext": ("resnext_teacher", "resnext_student"),
-    "tiny_imagenet_vgg": ("vgg_teacher", "vgg_student"),
-    "crd_benchmark": ("resnet32x4", "resnet8x4"),
-    "kdm_resnet": ("resnet32", "resnet8"),
-    "cpu_tiny_imagenet": ("vgg_teacher", "vgg_student"),
-    "cpu_cifar10": ("vgg_teacher", "vgg_student"),
+    "cifar100_vgg": "vgg",
+    "cifar100_vgg_stride": "vgg_stride",
+    "cifar100_mobilenet": "mobilenet",
+    "cifar100_resnext": "resnext",
+    "tiny_imagenet_vgg": "vgg",
+    "crd_benchmark": "resnet32x4",
+    "kdm_resnet": "resnet32",
+    "cpu_tiny_imagenet": "vgg",
+    "cpu_cifar10": "vgg",
 }
+SVD_GRADS = {"kd_svd": "kept_triplets", "kd_svd_exact": "exact", "kd_svd_sskd_code": "released_code"}
 
 
 def load(path: pathlib.Path):
@@ -56,6 +59,9 @@ def load(path: pathlib.Path):
 @functools.cache
 def config_module(name: str):
   return load(CONFIGS / f"{name}.py")
+
+
+CRD_PAIRS = config_module("crd_benchmark").CRD_PAIRS  # its pair tokens: names in models.PAIRS
 
 
 def all_args():
@@ -94,17 +100,15 @@ def test_variant_loads_with_default_keys_and_known_models(name, arg):
   for key, kind in keys.items():  # a tuple may replace a tuple, an int an int, ... (ints may stand for floats)
     assert kind is DEFAULT_KEYS[key] or (kind is int and DEFAULT_KEYS[key] is float), (key, kind)
   assert config.model.name in models.names() and config.teacher.name in models.names()
-  teacher, student = PAIRS[name]
-  for pair_teacher, pair_student in CRD_PAIRS.items():
-    if arg.startswith(pair_teacher + ","):
-      teacher, student = pair_teacher, pair_student
+  pair = next((p for p in CRD_PAIRS if arg.startswith(p + ",")), PAIRS[name])
+  teacher, student = models.PAIRS[pair]
   variant = [t for t in arg.split(",") if t in VARIANTS][0]
   assert config.teacher.name == teacher
   assert config.model.name == (teacher if variant == "teacher" else student)
   method = {"teacher": "none", "student": "none", "fsp": "fsp", "fsp_2stage": "fsp", "soft_target": "soft_target"}
   assert config.distill.method == method.get(variant, "kd_svd")
   if variant.startswith("kd_svd") and variant != "kd_svd_2stage":
-    assert config.distill.svd_grad == {"kd_svd": "paper"}.get(variant, variant.removeprefix("kd_svd_"))
+    assert config.distill.svd_grad == SVD_GRADS[variant]
   assert config.distill.mechanism == ("2stage" if variant.endswith("2stage") else "1stage")
   assert (config.distill.init_epochs > 0) == variant.endswith("2stage")
   assert config.model.width == config.teacher.width
@@ -115,10 +119,11 @@ def test_variant_loads_with_default_keys_and_known_models(name, arg):
 def test_no_variant_is_kd_svd_and_bad_variants_say_what_is_valid():
   vgg = config_module("cifar100_vgg")
   assert vgg.get_config().distill.method == "kd_svd"
-  for bad in ("kd-svd", "teacher,student", "smoke,bogus"):
-    with pytest.raises(ValueError, match="kd_svd_sskd_code"):
+  for bad in ("kd-svd", "teacher,student", "smoke,bogus", "smoke=maybe", "epochs=3"):
+    with pytest.raises(ValueError, match=r"^Bad config argument .*one variant of teacher, .*kd_svd_sskd_code.*; "
+                                         r"smoke\.$"):
       vgg.get_config(bad)
-  with pytest.raises(ValueError, match="wrn_40_2"):
+  with pytest.raises(ValueError, match=r"two tokens for pair \('vgg13', 'wrn_40_2'\)"):
     config_module("crd_benchmark").get_config("vgg13,wrn_40_2,kd_svd")
 
 
@@ -135,7 +140,7 @@ def test_recipes_match_the_reference():
            c.optim.weight_decay, c.optim.nesterov)
     assert got == recipe, name
     assert c.optim.momentum == 0.9 and c.optim.decay_factor == 0.1 and c.distill.k == 1, name
-  assert config_module("cifar100_vgg").get_config("kd_svd").combine.rule == "sskd"
+  assert config_module("cifar100_vgg").get_config("kd_svd").combine.rule == "clip_per_tensor"
   assert config_module("kdm_resnet").get_config("kd_svd").optim.decoupled_weight_decay  # WD outside the clip
   # 2-stage: init epochs in front of the whole recipe (the trainer restarts the schedule).
   c = config_module("cifar100_vgg").get_config("kd_svd_2stage")
@@ -161,7 +166,7 @@ def test_cpu_configs_compress_the_schedule_and_name_their_archive():
     c = config_module(name).get_config("epochs=12,kd_svd_2stage,width=0.25")
     assert (c.train.epochs, tuple(c.optim.boundaries), c.model.width, c.teacher.width) == (12, (6, 9), 0.25, 0.25)
     assert (c.distill.mechanism, c.distill.init_epochs) == ("2stage", 4)
-    with pytest.raises(ValueError, match="epochs=<int>"):
+    with pytest.raises(ValueError, match="expected epochs=<int>, got 'two'"):
       config_module(name).get_config("epochs=two")
     # The table's one teacher trains longer than its students; `teacher_epochs=` only touches the teacher.
     module = config_module(name)
@@ -264,7 +269,7 @@ def test_configs_are_locked_where_built():
 def test_paper_recipe_is_the_default_but_for_the_authors_statistics():
   default, paper = flat_values(config_lib.default()), flat_values(recipes.paper_recipe())
   assert {k for k in default if default[k] != paper[k]} == {"data.normalization"}
-  assert paper["data.normalization"] == "sskd_bgr"
+  assert paper["data.normalization"] == "cifar100_bgr"
 
 
 def test_validate_names_unknown_and_missing_keys_in_one_line():
@@ -286,6 +291,200 @@ def test_validate_names_unknown_and_missing_keys_in_one_line():
   config_lib.check_key("distill.svd_grad")
 
 
+# Every check of a value, each a one-line ValueError: (key, bad value, message).
+BAD_VALUES = [
+    ("teacher.weights", "bogus", "config.teacher.weights='bogus'; valid: trained, random."),
+    ("distill.svd_grad", "autodiff", "config.distill.svd_grad='autodiff'; valid: exact, kept_triplets, released_code."),
+    ("distill.loss_scale", "batch", "config.distill.loss_scale='batch'; valid: sum, mean."),
+    ("distill.teacher_images", "other", "config.distill.teacher_images='other'; valid: same, deranged."),
+    ("distill.mechanism", "3stage", "config.distill.mechanism='3stage'; valid: 1stage, 2stage."),
+    ("combine.rule", "max", "config.combine.rule='max'; valid: clip_per_tensor, rescale_per_tensor, sum, "
+     "clip_global_norm."),
+    ("data.source", "hub", "config.data.source='hub'; valid: tfds, archive, digits."),
+    ("data.augment", "mixup", "config.data.augment='mixup'; valid: flip_rotate_crop, flip_crop, none."),
+    ("data.normalization", "imagenet", "config.data.normalization='imagenet'; valid: dataset, cifar100_bgr."),
+    ("optim.name", "lamb", "config.optim.name='lamb'; valid: sgd, adam."),
+    ("train.ce_reduction", "sum", "config.train.ce_reduction='sum'; valid: batch, labelled."),
+    ("optim.weight_decay", -1e-4, "config.optim.weight_decay=-0.0001 must be >= 0."),
+    ("optim.decay_factor", -0.1, "config.optim.decay_factor=-0.1 must be >= 0."),
+    ("optim.learning_rate", 0.0, "config.optim.learning_rate=0.0 must be > 0."),
+    ("optim.boundaries", (150, 100), "config.optim.boundaries=(150, 100) must be non-negative, strictly increasing "
+     "epochs."),
+    ("optim.boundaries", (-1,), "config.optim.boundaries=(-1,) must be non-negative, strictly increasing epochs."),
+    ("distill.k", 0, "config.distill.k=0 must be > 0."),
+    ("distill.beta", 0.0, "config.distill.beta=0.0 must be > 0."),
+    ("distill.temperature", -1.0, "config.distill.temperature=-1.0 must be > 0."),
+    ("train.epochs", 0, "config.train.epochs=0 must be > 0."),
+    ("train.batch_size", 0, "config.train.batch_size=0 must be > 0."),
+    ("train.checkpoint_every_steps", 0, "config.train.checkpoint_every_steps=0 must be > 0."),
+    ("train.max_steps", -1, "config.train.max_steps=-1 must be >= 0."),
+    ("data.holdout", -5, "config.data.holdout=-5 must be >= 0."),
+    ("model.width", 0.0, "config.model.width=0.0 must be > 0."),
+    ("model.dropout", -0.5, "config.model.dropout=-0.5 must be >= 0."),
+]
+
+
+@pytest.mark.parametrize("key,value,message", BAD_VALUES, ids=[f"{k}={v}" for k, v, _ in BAD_VALUES])
+def test_validate_refuses_each_bad_value_in_one_line(key, value, message):
+  config = recipes.quickstart("student")
+  section, name = key.split(".")
+  config[section][name] = value
+  with pytest.raises(ValueError) as e:
+    config_lib.validate(config)
+  assert str(e.value) == message
+
+
+def test_validate_refuses_values_that_do_not_go_together():
+  for variant, overrides, message in (
+      ("kd_svd_exact", {}, r"^A distillation run needs a teacher: set --config.teacher.workdir=DIR"),
+      ("fsp_2stage", {"teacher.workdir": "t", "distill.init_epochs": 0},
+       r"^distill.mechanism='2stage' needs distill.init_epochs >= 1"),
+      ("student", {"data.source": "archive", "data.path": ""},
+       r"^config.data.source='archive' needs config.data.path: an archive name in the data root"),
+      ("student", {"data.source": "tfds", "data.name": ""}, r"^config.data.source='tfds' needs config.data.name"),
+      ("student", {"data.train_per_class": 10, "data.labels_per_class": 20},
+       r"^config.data.labels_per_class=20 must be at most data.train_per_class=10 \(0 = all\).$")):
+    config = recipes.quickstart(variant)
+    for key, value in overrides.items():
+      section, name = key.split(".")
+      config[section][name] = value
+    with pytest.raises(ValueError, match=message):
+      config_lib.validate(config)
+  built = recipes.quickstart("student").to_dict()  # a config built from a dict: its types are not the schema's
+  built["train"]["epochs"] = 2.5
+  with pytest.raises(ValueError, match=r"^config.train.epochs=2.5 must be an integer.$"):
+    config_lib.validate(ml_collections.ConfigDict(built))
+  config = recipes.quickstart("kd_svd_exact_mean_untrained_teacher")  # a random teacher needs no teacher run
+  config_lib.validate(config)
+
+
+def test_earlier_value_names_read_as_today_s():
+  """config.ALIASES: a config (or a config.json dict) with the names earlier versions wrote validates, and
+  `canonical` gives today's names, leaving its argument alone."""
+  earlier = {"data.augment": "sskd", "data.normalization": "sskd_bgr", "distill.svd_grad": "paper",
+             "distill.loss_scale": "sskd", "combine.rule": "poster"}
+  today = {"data.augment": "flip_rotate_crop", "data.normalization": "cifar100_bgr",
+           "distill.svd_grad": "kept_triplets", "distill.loss_scale": "sum", "combine.rule": "rescale_per_tensor"}
+  config = recipes.quickstart("kd_svd")
+  config.teacher.workdir = "t"
+  for key, value in earlier.items():
+    section, name = key.split(".")
+    config[section][name] = value
+  config_lib.validate(config)
+  run_config.validate_run(config)
+  converted = config_lib.canonical(config)
+  assert {k: flat_values(converted)[k] for k in today} == today and converted.is_locked
+  assert {k: flat_values(config)[k] for k in earlier} == earlier
+  as_dict = config_lib.canonical({"distill": {"svd_grad": "sskd_code"}, "combine": {"rule": "global_norm"}})
+  assert as_dict == {"distill": {"svd_grad": "released_code"}, "combine": {"rule": "clip_global_norm"}}
+  # Every earlier name maps to a valid value of its key, and no name is both earlier and current.
+  for key, renamed in config_lib.ALIASES.items():
+    assert set(renamed.values()) <= set(config_lib.CHOICES[key]) and not set(renamed) & set(config_lib.CHOICES[key])
+
+
+def test_distillation_options_must_be_read_by_the_method():
+  """run_config.validate_run: a non-default value of an option the chosen method does not read is refused (it
+  would be ignored); the options of the method, and of each part of a sum, are free."""
+  config = recipes.quickstart("kd_svd_exact")
+  config.teacher.workdir = "t"
+  config.distill.temperature = 2.0
+  with pytest.raises(ValueError) as e:
+    run_config.validate_run(config)
+  assert str(e.value) == ("config.distill.temperature=2.0 is not read by distill.method='kd_svd' (it reads k, beta, "
+                          "svd_grad, loss_scale): leave it at its default 4.0, or choose a method that reads it.")
+  config.distill.method = "kd_svd+soft_target"
+  run_config.validate_run(config)
+  config = recipes.quickstart("fsp")
+  config.teacher.workdir = "t"
+  config.distill.loss_scale = "mean"
+  with pytest.raises(ValueError, match=r"^config.distill.loss_scale='mean' is not read by distill.method='fsp' "
+                                       r"\(it has no options\)"):
+    run_config.validate_run(config)
+  for field, value, message in (("model.name", "vgg99", r"^config.model.name='vgg99' is not a network; valid: "),
+                                ("distill.method", "fsp+fsp", r"^config.distill.method='fsp\+fsp'; valid: none, ")):
+    config = recipes.quickstart("teacher")
+    config.teacher.workdir = "t"
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(ValueError, match=message):
+      run_config.validate_run(config)
+
+
+def test_a_config_distill_key_no_method_declares_is_refused(monkeypatch):
+  """A `config.distill` option that no registered method declares is unknown; an option a method declares that
+  config.distill lacks is named. (The registry declares each method's options: distill.Method.)"""
+  schema = config_lib.default()
+  with schema.unlocked():
+    schema.distill.gamma = 1.0
+  monkeypatch.setattr(config_lib, "default", lambda: schema)
+  config = recipes.quickstart("teacher")
+  with config.unlocked():
+    config.distill.gamma = 1.0
+  with pytest.raises(ValueError, match=r"^config.distill.gamma is an option of no distillation method \(their "
+                                       r"options: beta, k, loss_scale, svd_grad, temperature\).$"):
+    run_config.validate_run(config)
+  monkeypatch.undo()
+  from svdkd_jax import distill  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(distill._REGISTRY, "toy", distill.Method(lambda *, delta: distill.none(), ("delta",)))
+  config = recipes.quickstart("teacher")
+  config.distill.method, config.teacher.workdir = "toy", "t"
+  with pytest.raises(ValueError, match=r"^distill.method='toy' reads option\(s\) delta, which config.distill lacks"):
+    run_config.validate_run(config)
+
+
+def test_parse_arg_is_typed():
+  spec = dict(variant=recipes.OneOf(("a", "b"), "a"), smoke=False, epochs=3, width=0.5, name="x")
+  assert recipes.parse_arg(None, **spec).to_dict() == {"variant": "a", "smoke": False, "epochs": 3, "width": 0.5,
+                                                       "name": "x"}
+  got = recipes.parse_arg("b, smoke,epochs=8,width=1,name=y", **spec)
+  assert (got.variant, got.smoke, got.epochs, got.width, got.name) == ("b", True, 8, 1.0, "y")
+  assert isinstance(got.width, float) and recipes.parse_arg("smoke=false,variant=b", **spec).smoke is False
+  for bad, problem in (("c", "unknown token 'c'"), ("a,b", "two tokens for variant ('a', 'b')"),
+                       ("epochs=x", "expected epochs=<int>, got 'x'"), ("epochs", "unknown token 'epochs'"),
+                       ("variant=c", "variant='c' is not one of a, b"),
+                       ("smoke=2", "expected smoke or smoke=<true|false>")):
+    with pytest.raises(ValueError) as e:
+      recipes.parse_arg(bad, **spec)
+    assert str(e.value).startswith(f"Bad config argument {bad!r}: {problem}") and str(e.value).endswith(
+        "Valid tokens (comma-separated): one variant of a, b; smoke; epochs=<int>; width=<float>; name=<str>.")
+
+
+def test_quickstart_variants_mean_what_they_mean_in_every_file():
+  """One variant name, one meaning: the quickstart's variants set what the recipe files' set."""
+  vgg = config_module("cifar100_vgg")
+  for variant in recipes.VARIANTS:
+    a, b = recipes.quickstart(variant), vgg.get_config(variant)
+    for key in ("model.name", "teacher.name", "teacher.weights", "distill.method", "distill.svd_grad",
+                "distill.loss_scale", "distill.teacher_images", "distill.mechanism"):
+      assert flat_values(a)[key] == flat_values(b)[key], (variant, key)
+  assert recipes.quickstart().distill.svd_grad == "exact" and recipes.quickstart().distill.method == "kd_svd"
+
+
+def _committed_runs():
+  """(workdir, argv) of the committed table runs: each run.log's last command."""
+  for log in sorted((ROOT / "experiments" / "results").glob("*_runs/*/*/seed*/run.log")):
+    if (log.parent / "config.json").is_file() and "probe" not in log.parts[-5]:
+      commands = [line[2:].strip() for line in log.read_text().splitlines() if line.startswith("$ ")]
+      yield log.parent, shlex.split(commands[-1])
+
+
+def test_committed_runs_resume_under_today_s_configs():
+  """Each committed table run's command builds, with today's config files and value names, the config of the same
+  run (workdir.config_changes finds nothing), so rerunning the table resumes or skips it."""
+  checked = 0
+  for run, argv in _committed_runs():
+    argv = ["main"] + [a for a in argv if a.startswith("--config")]
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", flag_values=fv, sys_argv=argv, lock_config=True)
+    fv(argv)
+    config = config_lib.canonical(fv.config)
+    run_config.validate_run(config)
+    new = json.loads(config.to_json_best_effort())
+    assert workdir.config_changes(workdir.read_config(str(run)), new, run_config.unread_keys) == [], run
+    checked += 1
+  assert checked >= 90
+
+
 def test_package_runs_without_the_source_tree(tmp_path):
   """A copy of the package alone (as a non-editable install has it) loads a config file by absolute path, builds
   the quickstart's config and checks configs: nothing is read from the repository."""
@@ -296,9 +495,9 @@ def test_package_runs_without_the_source_tree(tmp_path):
       "import svdkd_jax.quickstart\n"
       "c = config_files.get_config(sys.argv[1])\n"
       "config.validate(c)\n"
-      "config.validate(recipes.quickstart('kd_svd'))\n"
-      "workdir.prepare(c, sys.argv[2], schema=config.default())\n"
-      "workdir.prepare(c, sys.argv[2], schema=config.default())  # compares with the schema's defaults\n"
+      "config.validate(recipes.quickstart('teacher'))\n"
+      "workdir.prepare(c, sys.argv[2])\n"
+      "workdir.prepare(c, sys.argv[2])  # compares with the schema's defaults\n"
       "print(json.dumps([svdkd_jax.__file__, c.model.name, c.data.source]))\n")
   env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
   proc = subprocess.run([sys.executable, "-c", script, f"{CONFIGS / 'cifar100_vgg.py'}:student,smoke",

@@ -37,7 +37,7 @@ def _taps(seed, shapes=SHAPES):
 # NumPy references, written from docs/method.md, not from distill.py.
 
 
-def np_kd_svd(student_taps, teacher_taps, k, beta=8.0, loss_scale="sskd", sign_refs=None):
+def np_kd_svd(student_taps, teacher_taps, k, beta=8.0, loss_scale="sum", sign_refs=None):
   """KD-SVD loss (docs/method.md sections 3-4), per pair, in float64 with explicit loops.
 
   The loss depends on the sign convention of the student's SVD (section 3: the teacher is flipped to the student,
@@ -74,7 +74,7 @@ def np_kd_svd(student_taps, teacher_taps, k, beta=8.0, loss_scale="sskd", sign_r
         g_s = np.exp(-(front_s[:, None] - back_s[None, :]) ** 2 / beta)
         g_t = np.exp(-(front_t[:, None] - back_t[None, :]) ** 2 / beta)
         total += 0.5 * np.sum((g_s - g_t) ** 2) * np.sqrt(k)
-    pair_losses.append(total if loss_scale == "sskd" else total / bsz)
+    pair_losses.append(total if loss_scale == "sum" else total / bsz)
   return pair_losses
 
 
@@ -123,7 +123,8 @@ def np_soft_target(zs, zt, temperature):
 
 
 # Every SVD gradient mode has the same forward value: each is checked once against the reference.
-@pytest.mark.parametrize("k,loss_scale,svd_grad", [(1, "sskd", "paper"), (2, "sskd", "sskd_code"), (2, "mean", "exact")])
+@pytest.mark.parametrize("k,loss_scale,svd_grad", [(1, "sum", "kept_triplets"), (2, "sum", "released_code"),
+                                                    (2, "mean", "exact")])
 def test_kd_svd_matches_numpy(k, loss_scale, svd_grad):
   with jax.enable_x64(True):
     s_np, t_np = _taps(0), _taps(1)
@@ -164,7 +165,7 @@ def test_kd_svd_teacher_sign_flip_leaves_loss_unchanged(monkeypatch):
   flip_columns = [(0,), (1,), (0, 1)]
   with jax.enable_x64(True):
     s, t = [jnp.asarray(x) for x in _taps(6)], [jnp.asarray(x) for x in _taps(7)]
-    base = float(_loss_fn("kd_svd", k=2, beta=8.0, svd_grad="sskd_code", loss_scale="sskd")(s, t, None, None)[0])
+    base = float(_loss_fn("kd_svd", k=2, beta=8.0, svd_grad="released_code", loss_scale="sum")(s, t, None, None)[0])
     original = svd.truncated_svd
     teacher_calls = []
 
@@ -177,7 +178,7 @@ def test_kd_svd_teacher_sign_flip_leaves_loss_unchanged(monkeypatch):
       return u, sig, v
 
     monkeypatch.setattr(svd, "truncated_svd", flipped)
-    fn = jax.jit(distill.get("kd_svd", k=2, svd_grad="sskd_code"))  # a fresh trace, so it sees the patch
+    fn = jax.jit(distill.get("kd_svd", k=2, svd_grad="released_code"))  # a fresh trace, so it sees the patch
     np.testing.assert_allclose(float(fn(s, t, None, None)[0]), base, rtol=1e-12)
     assert len(teacher_calls) == 3  # the patch did reach the teacher at every tap
 
@@ -223,7 +224,7 @@ def test_kd_svd_errors_name_taps_and_shapes():
   with pytest.raises(ValueError, match="svd_grad"):
     distill.get("kd_svd", svd_grad="autodiff")
   with pytest.raises(ValueError, match="loss_scale"):
-    distill.get("kd_svd", loss_scale="sum")
+    distill.get("kd_svd", loss_scale="batch")
   with pytest.raises(ValueError, match="k must be"):
     distill.get("kd_svd", k=0)
 
@@ -274,7 +275,7 @@ def test_registry_errors_list_valid_choices():
 
 
 def test_from_config_picks_the_method_options():
-  cfg = ml_collections.ConfigDict(dict(method="soft_target", k=1, beta=8.0, svd_grad="paper", loss_scale="sskd",
+  cfg = ml_collections.ConfigDict(dict(method="soft_target", k=1, beta=8.0, svd_grad="exact", loss_scale="sum",
                                        temperature=2.0, mechanism="1stage", init_epochs=0))
   zs, zt = jnp.array([[0.0, 1.0]]), jnp.array([[1.0, 0.0]])
   np.testing.assert_allclose(float(distill.from_config(cfg)(None, None, zs, zt)[0]),
@@ -314,3 +315,26 @@ def test_methods_joined_by_plus_sum_their_losses_with_their_own_options():
     distill.get("fsp+bogus")
   with pytest.raises(ValueError, match="unknown option.*k"):
     distill.get("fsp+soft_target", k=1)
+
+
+def test_registry_declares_what_each_method_takes():
+  """Each method's declared options are exactly the keyword parameters of its builder (the registry is read, never
+  the signatures, when a config is checked or a function built)."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  for name in distill.NAMES:
+    method = distill._REGISTRY[name]
+    assert distill.option_names(name) == tuple(inspect.signature(method.build).parameters), name
+  assert distill.all_option_names() == ("k", "beta", "svd_grad", "loss_scale", "temperature")
+
+
+def test_svd_grad_names_are_the_svd_modes_they_name():
+  """`svd_grad` takes the config's names and svd.py's own grad_mode names; both give one gradient."""
+  assert set(distill.SVD_GRADS.values()) == set(svd.GRAD_MODES)
+  rng = np.random.default_rng(9)
+  s = [jnp.asarray(rng.standard_normal((2, 4, 4, 6)), jnp.float32) for _ in range(2)]
+  s[1] = s[1][:, :2, :2]
+  t = [x + 0.1 for x in s]
+  for name, mode in distill.SVD_GRADS.items():
+    grads = [jax.grad(lambda x, g=g: distill.get("kd_svd", svd_grad=g)(x, t, None, None)[0])(s) for g in (name, mode)]
+    jax.tree.map(np.testing.assert_array_equal, grads[0], grads[1])
+

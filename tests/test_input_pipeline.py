@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from svdkd_jax import config as config_lib
 from svdkd_jax import input_pipeline
 from svdkd_jax.data import augment
 from svdkd_jax.data import sources
@@ -21,7 +22,7 @@ from svdkd_jax.data import sources
 def data_config(**overrides) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict(dict(
       source="digits", name="cifar10", data_dir="", path="", cache_dir="", train_split="train", eval_split="test",
-      num_classes=10, image_size=32, class_subset=0, holdout=0, augment="sskd", normalization="dataset",
+      num_classes=10, image_size=32, class_subset=0, holdout=0, augment="flip_rotate_crop", normalization="dataset",
       num_workers=0))
   cfg.update(overrides)
   return cfg
@@ -240,18 +241,34 @@ def test_holdout_and_class_subset():
   assert sum(x.tobytes() in train_bytes for x in ds.eval.images) < 10  # (digits has a few exact duplicates)
 
 
-def test_config_errors():
+def test_data_errors_and_the_authors_statistics():
+  """The data's own errors; config values are checked by config.validate (tests/test_configs.py), and a data config
+  that was not validated still fails on an unknown source or normalization rather than guessing."""
   kw = dict(global_batch_size=64, eval_batch_size=100, seed=0)
   with pytest.raises(ValueError, match="num_classes=10"):
     input_pipeline.create_datasets(data_config(num_classes=5), **kw)
-  with pytest.raises(ValueError, match="source must be one of"):
+  with pytest.raises(ValueError, match="unknown data source 'kaggle'"):
     input_pipeline.create_datasets(data_config(source="kaggle"), **kw)
-  with pytest.raises(ValueError, match="normalization must be one of"):
+  with pytest.raises(ValueError, match="unknown normalization 'imagenet'"):
     input_pipeline.create_datasets(data_config(normalization="imagenet"), **kw)
-  with pytest.raises(ValueError, match="needs config.data.path"):
-    input_pipeline.create_datasets(data_config(source="archive"), **kw)
-  ds = input_pipeline.create_datasets(data_config(normalization="sskd_bgr"), **kw)
+  ds = input_pipeline.create_datasets(data_config(normalization="cifar100_bgr"), **kw)
   np.testing.assert_allclose(ds.mean, [112.4776, 124.1058, 129.3773], rtol=1e-6)
+
+
+def test_tfds_feature_keys_come_from_the_config(monkeypatch):
+  """data.image_key / data.label_key name a tfds dataset's features (for datasets whose features are not named
+  "image" and "label")."""
+  calls = []
+
+  def load_tfds(name, split, data_dir, image_size, image_key, label_key):
+    calls.append((name, split, image_key, label_key))
+    return sources.load_digits(split, image_size), 10
+
+  monkeypatch.setattr(sources, "load_tfds", load_tfds)
+  input_pipeline.create_datasets(data_config(source="tfds", name="my_faces", image_key="img", label_key="identity"),
+                                 global_batch_size=64, eval_batch_size=100, seed=0)
+  assert calls == [("my_faces", "train", "img", "identity"), ("my_faces", "test", "img", "identity")]
+  assert config_lib.default().data.image_key == "image" and config_lib.default().data.label_key == "label"
 
 
 # --- archive (written by the test) ---

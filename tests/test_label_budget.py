@@ -11,6 +11,7 @@ from svdkd_jax import input_pipeline
 from svdkd_jax import networks
 from svdkd_jax import parallel
 from svdkd_jax import recipes
+from svdkd_jax import steps
 from svdkd_jax import train
 from svdkd_jax.data import sources
 
@@ -26,18 +27,18 @@ def test_cross_entropy_counts_only_labelled_examples():
   labels = np.array([0, -1, 1, -1], np.int32)
   lp = log_softmax(logits)
   ce0, ce2 = -lp[0, 0], -lp[2, 1]
-  assert float(train.cross_entropy(logits, labels, "batch")) == pytest.approx((ce0 + ce2) / 4, rel=1e-6)
-  assert float(train.cross_entropy(logits, labels, "labelled")) == pytest.approx((ce0 + ce2) / 2, rel=1e-6)
+  assert float(steps.cross_entropy(logits, labels, "batch")) == pytest.approx((ce0 + ce2) / 4, rel=1e-6)
+  assert float(steps.cross_entropy(logits, labels, "labelled")) == pytest.approx((ce0 + ce2) / 2, rel=1e-6)
   none = np.full(4, -1, np.int32)
-  assert float(train.cross_entropy(logits, none, "batch")) == 0.0
-  assert float(train.cross_entropy(logits, none, "labelled")) == 0.0
+  assert float(steps.cross_entropy(logits, none, "batch")) == 0.0
+  assert float(steps.cross_entropy(logits, none, "labelled")) == 0.0
   # With every label present both reductions are the plain mean.
   full = np.array([0, 2, 1, 0], np.int32)
   mean = -np.mean(lp[np.arange(4), full])
   for reduction in ("batch", "labelled"):
-    assert float(train.cross_entropy(logits, full, reduction)) == pytest.approx(mean, rel=1e-6)
+    assert float(steps.cross_entropy(logits, full, reduction)) == pytest.approx(mean, rel=1e-6)
   # Accuracy over the labelled ones: example 0 right (argmax 0), example 2 wrong (argmax 2, label 1).
-  assert float(train.accuracy(logits, labels)) == pytest.approx(0.5)
+  assert float(steps.accuracy(logits, labels)) == pytest.approx(0.5)
 
 
 @pytest.mark.slow
@@ -45,7 +46,7 @@ def test_cross_entropy_counts_only_labelled_examples():
 def test_train_step_cross_entropy_of_labelled_and_distillation_of_all(reduction):
   """One KD-SVD step on a batch of 8 with 3 labelled images: its CE is that of the 3 (by hand from the student's
   logits), its distillation loss that of all 8 (the same as with every label present)."""
-  config = recipes.quickstart("kd_svd")
+  config = recipes.quickstart("kd_svd_exact")
   config.model.width = config.teacher.width = 0.125
   config.model.dropout = config.teacher.dropout = 0.0  # deterministic forward: logits can be recomputed
   config.data.augment = "none"
@@ -61,7 +62,7 @@ def test_train_step_cross_entropy_of_labelled_and_distillation_of_all(reduction)
 
   def one_step(labels):
     state, tx = train.create_train_state(config, student, steps_per_epoch=2, mesh=mesh)
-    step_fn = train.make_train_step(config, student, tx, distill_fn=distill.from_config(config.distill),
+    step_fn = steps.make_train_step(config, student, tx, distill_fn=distill.from_config(config.distill),
                                     steps_per_epoch=2, mesh=mesh, mean=mean, std=std, teacher=teacher)
     batch = jax.device_put({"image": images, "label": labels}, parallel.data_sharding(mesh))
     return jax.tree.map(np.asarray, step_fn(state, teacher.variables, batch)[1])
@@ -121,7 +122,10 @@ def test_label_budget_errors():
     sources.per_class_draw(labels, 5, 0)
   config = recipes.quickstart("student")
   config.data.train_per_class, config.data.labels_per_class = 10, 20
-  with pytest.raises(ValueError, match="labels_per_class=20 must be >= 0 and at most data.train_per_class=10"):
+  with pytest.raises(ValueError, match="labels_per_class=20 must be at most data.train_per_class=10"):
+    config_lib.validate(config)
+  config.data.labels_per_class = -1
+  with pytest.raises(ValueError, match="labels_per_class=-1 must be >= 0"):
     config_lib.validate(config)
   config.data.labels_per_class, config.train.ce_reduction = 5, "sum"
   with pytest.raises(ValueError, match="ce_reduction='sum'; valid: batch, labelled"):

@@ -76,7 +76,7 @@ def _errors(proc) -> list[str]:
 
 
 def _train_steps(workdir) -> list[int]:
-  return [r["step"] for r in metrics.read_metrics(str(workdir)) if "loss" in r]
+  return [r["step"] for r in metrics.read_jsonl(pathlib.Path(workdir) / metrics.METRICS_FILE) if "loss" in r]
 
 
 def _steps(workdir) -> list[str]:
@@ -110,7 +110,7 @@ def test_unknown_override_is_a_clean_error(tmp_path):
 
 @pytest.mark.slow
 def test_missing_teacher_is_a_clean_error(tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "svdkd_jax.main", "--config", "configs/quickstart.py:kd_svd",
+  proc = subprocess.run([sys.executable, "-m", "svdkd_jax.main", "--config", "configs/quickstart.py:kd_svd_exact",
                          "--workdir", str(tmp_path / "s"), f"--config.teacher.workdir={tmp_path / 'none'}"],
                         env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2 and "Train the teacher first" in proc.stderr and "Traceback" not in proc.stderr
@@ -130,9 +130,39 @@ def test_missing_config_file_and_unknown_variant_are_one_line(tmp_path):
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2
   assert len(proc.stderr.splitlines()) == 1 and re.fullmatch(
-      r"error: Bad config variant 'bogus': give at most one of teacher, student, kd_svd, .*, optionally with smoke "
-      r"\(comma-separated, e\.g\. `configs/FILE\.py:kd_svd,smoke`\)\.", proc.stderr.splitlines()[0]), proc.stderr
+      r"error: Bad config argument 'bogus': unknown token 'bogus'\. Valid tokens \(comma-separated\): one variant of "
+      r"teacher, student, kd_svd, .*, kd_svd_exact_mean_soft_target; smoke\.", proc.stderr.splitlines()[0]), proc.stderr
   assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.data.augment=bogus", "config.data.augment='bogus'; valid: flip_rotate_crop, flip_crop, none."),
+    ("--config.combine.rule=poster_rule",
+     "config.combine.rule='poster_rule'; valid: clip_per_tensor, rescale_per_tensor, sum, clip_global_norm."),
+    ("--config.optim.boundaries=(2,1)", "config.optim.boundaries=(2, 1) must be non-negative, strictly increasing "
+     "epochs."),
+    ("--config.distill.temperature=2.0", "config.distill.temperature=2.0 is not read by distill.method='none' (it "
+     "has no options): leave it at its default 4.0, or choose a method that reads it."),
+])
+def test_bad_config_value_is_one_line_and_touches_nothing(tmp_path, override, message):
+  """A bad value is refused with one line before the workdir exists, so the corrected command is not refused as
+  "a run with a different config" (test_bad_config_value_then_the_fix_trains trains it)."""
+  proc = _main(tmp_path / "run", override, timeout=300)
+  assert proc.returncode == 2
+  assert _errors(proc) == [f"error: {message}"]
+  assert "train.py" not in proc.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_bad_config_value_then_the_fix_trains(tmp_path):
+  run = tmp_path / "run"
+  refused = _main(run, "--config.data.augment=bogus", timeout=300)
+  assert refused.returncode == 2 and _errors(refused) == [
+      "error: config.data.augment='bogus'; valid: flip_rotate_crop, flip_crop, none."]
+  fixed = _main(run, "--config.train.epochs=1", "--config.train.max_steps=2")
+  assert fixed.returncode == 0, fixed.stderr[-3000:]
+  assert _train_steps(run) == [1, 2]
+  assert json.loads((run / "config.json").read_text())["data"]["augment"] == "flip_rotate_crop"  # ARGS' "sskd"
 
 
 @pytest.mark.slow

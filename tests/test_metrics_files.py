@@ -5,6 +5,7 @@ import logging
 import os
 import pathlib
 
+from etils import epath
 import pytest
 
 from svdkd_jax import config_files
@@ -31,7 +32,7 @@ def test_resume_after_sigkill_drops_the_torn_line_and_keeps_the_rest(tmp_path, c
   with open(path, "a") as f:
     f.write(TORN)
   with caplog.at_level(logging.WARNING):
-    assert metrics.read_metrics(str(tmp_path)) == _rows(10, 20, 30, 40)
+    assert metrics.read_jsonl(tmp_path / metrics.METRICS_FILE) == _rows(10, 20, 30, 40)
   assert caplog.messages == [f"{path} line 5 is not a JSON object (cut short when a run was killed?); skipped: "
                              f"{TORN!r}"]
   # Resume from the checkpoint at step 30 (this raised JSONDecodeError before): rows up to 30 kept, verbatim.
@@ -39,7 +40,7 @@ def test_resume_after_sigkill_drops_the_torn_line_and_keeps_the_rest(tmp_path, c
   writer.truncate_after(30)
   assert path.read_text() == "".join(json.dumps(r) + "\n" for r in _rows(10, 20, 30))
   writer.write(40, {"loss": 0.025})
-  assert metrics.read_metrics(str(tmp_path)) == _rows(10, 20, 30, 40)
+  assert metrics.read_jsonl(tmp_path / metrics.METRICS_FILE) == _rows(10, 20, 30, 40)
 
 
 def test_a_row_written_after_a_torn_line_is_not_lost(tmp_path, caplog):
@@ -49,7 +50,7 @@ def test_a_row_written_after_a_torn_line_is_not_lost(tmp_path, caplog):
     f.write(TORN)
   _write(tmp_path, _rows(20))
   with caplog.at_level(logging.WARNING):
-    assert metrics.read_metrics(str(tmp_path)) == _rows(10, 20)
+    assert metrics.read_jsonl(tmp_path / metrics.METRICS_FILE) == _rows(10, 20)
   assert "line 2 is not a JSON object" in caplog.text
 
 
@@ -92,7 +93,7 @@ def test_gs_workdir_goes_through_epath(tmp_path, in_memory_gcs):
   writer = metrics.MetricWriter(workdir, tensorboard=False)
   writer.truncate_after(10)
   writer.write(20, {"loss": 0.05})
-  assert metrics.read_metrics(workdir) == _rows(10, 20)
+  assert metrics.read_jsonl(epath.Path(workdir) / metrics.METRICS_FILE) == _rows(10, 20)
   metrics.write_summary(workdir, {"complete": True})
   assert metrics.read_summary(workdir) == {"complete": True}
   metrics.write_json(f"{workdir}/config.json", {"seed": 0})

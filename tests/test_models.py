@@ -1,5 +1,6 @@
 """Tests for svdkd_jax.models: paper and benchmark figures, taps, modes, options and errors."""
 
+import inspect
 import json
 import sys
 
@@ -205,6 +206,18 @@ def test_errors():
     models.create("vgg_student", 10, rngs=nnx.Rngs(params=0), width=0.125)
   with pytest.raises(ValueError, match="unknown model"):
     models.paper_figures("nope")
+
+
+def test_registry_declares_what_each_network_takes():
+  """Each entry's declared options are its builder's keyword parameters beyond num_classes, rngs and width, and
+  `takes_rngs` says whether its call takes `rngs` (the registry is read, never the signatures)."""
+  for name in models.names():
+    entry = models._REGISTRY[name]
+    params = tuple(p for p in inspect.signature(entry.build).parameters if p not in ("num_classes", "rngs", "width"))
+    assert models.options(name) == params, name
+    module = _abstract(name, 0.125, **({"input_size": 32} if "input_size" in params else {}))
+    assert models.takes_rngs(name) == ("rngs" in inspect.signature(type(module).__call__).parameters), name
+  assert [n for n in models.names() if models.takes_rngs(n)] == ["vgg_teacher", "vgg_student", "vgg_stride_student"]
 
 
 def test_options_lists_what_create_accepts():

@@ -32,7 +32,7 @@ def _write_run(path: str, variant: str, network: networks.Network, step: int) ->
   """config.json of configs/quickstart.py:VARIANT at width 1/8 and a checkpoint of `network` at `step`."""
   config = config_files.load_module(ROOT / "configs" / "quickstart.py").get_config(variant)
   config.model.width = config.teacher.width = WIDTH
-  workdir.prepare(config, path, schema=None)
+  workdir.prepare(config, path)
   manager = checkpoint.create_manager(os.path.join(path, "checkpoints"), keep=1)
   meta = {"step": step, "num_classes": CLASSES, "config": json.loads(config.to_json_best_effort())}
   checkpoint.save(manager, step, model=network.variables, opt={"step": np.full((), step, np.int32)}, meta=meta)
@@ -58,12 +58,12 @@ def _assert_same(a: dict, b: dict) -> None:
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(_numpy(x), _numpy(y)), a, b)
 
 
-def test_build_is_seeded_and_takes_the_paper_vgg_options(mesh):
+def test_build_is_seeded_and_takes_the_paper_vgg_options(mesh, abstract_variables):
   a, b = (networks.build("vgg_student", WIDTH, CLASSES, 0, mesh=mesh, image_size=64) for _ in range(2))
   _assert_same(a.variables, b.variables)
   c = networks.build("vgg_student", WIDTH, CLASSES, 1, mesh=mesh, image_size=64)
   assert not np.array_equal(a.variables["params"]["head"]["kernel"][...], c.variables["params"]["head"]["kernel"][...])
-  shapes = networks.abstract_variables("vgg_student", WIDTH, CLASSES, image_size=64)
+  shapes = abstract_variables("vgg_student", WIDTH, CLASSES, image_size=64)
   assert jax.tree.map(lambda x: x.shape, shapes) == jax.tree.map(lambda x: x.shape, a.variables)
   module = nnx.merge(a.train_def, a.variables["params"], a.variables["rest"])
   assert module.input_size == 64 and module.dropout.rate == 0.5  # the paper's default rate

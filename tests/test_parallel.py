@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # every test starts JAX processes with other devi
 TWO_DEVICES = r"""
 import json, os, sys
 import jax, ml_collections, numpy as np
-from svdkd_jax import distill, networks, parallel, train
+from svdkd_jax import distill, networks, parallel, steps, train
 
 assert jax.device_count() == 2, jax.devices()
 fsp_config, student_config, workdir = sys.argv[1:]  # two tiny_config()s as JSON, a workdir
@@ -38,7 +38,7 @@ for n in (1, 2):
   student = networks.build("vgg8", 0.125, 2, 0, mesh=mesh)
   teacher = networks.build("vgg13", 0.125, 2, 100, mesh=mesh)
   state, tx = train.create_train_state(config, student, steps_per_epoch=2, mesh=mesh)
-  step_fn = train.make_train_step(config, student, tx, distill_fn=distill.from_config(config.distill),
+  step_fn = steps.make_train_step(config, student, tx, distill_fn=distill.from_config(config.distill),
                                   steps_per_epoch=2, mesh=mesh, mean=[128.0] * 3, std=[64.0] * 3, teacher=teacher)
   for batch in batches:
     batch = jax.device_put(batch, parallel.data_sharding(mesh))
@@ -48,7 +48,7 @@ for n in (1, 2):
   # KD-SVD (sharded SVD forward and custom VJP): one step from the same parameters.
   config.distill.method = "kd_svd"
   state, _ = train.create_train_state(config, student, steps_per_epoch=2, mesh=mesh)
-  step_fn = train.make_train_step(config, student, tx, distill_fn=distill.from_config(config.distill),
+  step_fn = steps.make_train_step(config, student, tx, distill_fn=distill.from_config(config.distill),
                                   steps_per_epoch=2, mesh=mesh, mean=[128.0] * 3, std=[64.0] * 3, teacher=teacher)
   _, metrics = step_fn(state, teacher.variables, jax.device_put(batches[0], parallel.data_sharding(mesh)))
   out[n]["kd_svd"] = {k: np.asarray(metrics[k]) for k in ("dist_loss", "grad_norm_dist", "grad_norm")}

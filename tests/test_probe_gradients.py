@@ -18,7 +18,6 @@ import pytest
 from svdkd_jax import checkpoint
 from svdkd_jax import config_files
 from svdkd_jax import input_pipeline
-from svdkd_jax import networks
 from svdkd_jax import optim
 from svdkd_jax import workdir
 
@@ -31,11 +30,10 @@ def probe():
   return config_files.load_module(ROOT / "experiments" / "probe_gradients.py")
 
 
-def _variables(config, num_classes: int, image_size: int, seed: int) -> dict:
-  """The network's {"params", "rest"} with He-normal kernels and zero biases, drawn by NumPy: eager JAX
+def _variables(shapes: dict, seed: int) -> dict:
+  """The network's {"params", "rest"} of `shapes` with He-normal kernels and zero biases, drawn by NumPy: eager JAX
   initialisers compile one program per shape, which took most of this test's time on a busy machine."""
-  variables = networks.abstract_variables(config.model.name, config.model.width, num_classes, image_size=image_size,
-                                          dropout=config.model.dropout)
+  variables = shapes
   rng = np.random.default_rng(seed)
 
   def fill(path, x):
@@ -48,28 +46,30 @@ def _variables(config, num_classes: int, image_size: int, seed: int) -> dict:
   return jax.tree_util.tree_map_with_path(fill, variables)
 
 
-def _write_run(variant: str, path: str, seed: int, **teacher) -> None:
+def _write_run(abstract_variables, variant: str, path: str, seed: int, **teacher) -> None:
   """`configs/cifar100_vgg.py:VARIANT,smoke` at width 1/8: config.json and a step-1 checkpoint of random weights."""
   config = config_files.get_config(ROOT / f"configs/cifar100_vgg.py:{variant},smoke")
   config.model.width = config.teacher.width = 0.125
   config.seed = seed
   config.teacher.update(teacher)
-  workdir.prepare(config, path, schema=None)
+  workdir.prepare(config, path)
   ds = input_pipeline.create_datasets(config.data, global_batch_size=32, eval_batch_size=32, seed=seed)
   manager = checkpoint.create_manager(os.path.join(path, "checkpoints"), keep=1)
   meta = {"step": 1, "num_classes": ds.num_classes, "config": json.loads(config.to_json_best_effort())}
-  model = _variables(config, ds.num_classes, ds.image_shape[0], seed)
+  shapes = abstract_variables(config.model.name, config.model.width, ds.num_classes, image_size=ds.image_shape[0],
+                              dropout=config.model.dropout)
+  model = _variables(shapes, seed)
   checkpoint.save(manager, 1, model=model, opt={"step": np.ones((), np.int32)}, meta=meta)
   manager.wait_until_finished()
   manager.close()
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, str]:
+def runs(tmp_path_factory, abstract_variables) -> dict[str, str]:
   root = tmp_path_factory.mktemp("runs")
   teacher, student = str(root / "teacher" / "seed0"), str(root / "kd_svd" / "seed1")
-  _write_run("teacher", teacher, 0)
-  _write_run("kd_svd", student, 1, workdir=teacher)
+  _write_run(abstract_variables, "teacher", teacher, 0)
+  _write_run(abstract_variables, "kd_svd", student, 1, workdir=teacher)
   return {"teacher": teacher, "student": student}
 
 

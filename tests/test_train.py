@@ -19,7 +19,12 @@ from svdkd_jax import distill
 from svdkd_jax import metrics as metrics_lib
 from svdkd_jax import networks
 from svdkd_jax import parallel
+from svdkd_jax import steps as steps_lib
 from svdkd_jax import train
+
+
+def _rows(workdir) -> list[dict]:
+  return metrics_lib.read_jsonl(os.path.join(workdir, metrics_lib.METRICS_FILE))
 
 
 def by_path(params) -> dict:
@@ -45,7 +50,7 @@ def test_teacher_run(teacher_dir, tiny_config):
   assert summary["complete"] and summary["step"] == summary["total_steps"] == 18
   assert 0.0 <= summary["best_eval_accuracy"] <= 1.0 and summary["best_eval_accuracy"] >= summary["last_eval_accuracy"]
   assert summary["versions"]["jax"] == jax.__version__ and summary["config"]["model"]["name"] == "vgg_teacher"
-  rows = metrics_lib.read_metrics(teacher_dir)
+  rows = _rows(teacher_dir)
   evals = [r for r in rows if "eval_accuracy" in r]
   assert [r["step"] for r in evals] == [9, 18]
   train_rows = [r for r in rows if "loss" in r]
@@ -63,11 +68,11 @@ def test_teacher_run(teacher_dir, tiny_config):
 
 
 METHODS = [
-    pytest.param("kd_svd", {"distill__svd_grad": "paper"}, id="kd_svd-paper"),
+    pytest.param("kd_svd", {"distill__svd_grad": "kept_triplets"}, id="kd_svd-kept_triplets"),
     pytest.param("fsp", {}, id="fsp"),
     pytest.param("soft_target", {}, id="soft_target"),
     pytest.param("kd_svd", {"distill__svd_grad": "exact"}, id="kd_svd-exact"),
-    pytest.param("kd_svd", {"distill__svd_grad": "sskd_code"}, id="kd_svd-sskd_code"),
+    pytest.param("kd_svd", {"distill__svd_grad": "released_code"}, id="kd_svd-released_code"),
 ]
 
 
@@ -85,7 +90,7 @@ def test_distilled_student(teacher_dir, tmp_path, monkeypatch, method, options, 
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert not summary["complete"] and summary["step"] == 2
   assert math.isfinite(summary["last_eval_accuracy"])
-  rows = [r for r in metrics_lib.read_metrics(str(tmp_path)) if "loss" in r]
+  rows = [r for r in _rows(tmp_path) if "loss" in r]
   last = rows[-1]
   assert last["dist_loss"] > 0 and last["grad_norm_dist"] > 0 and last["grad_norm_main"] > 0
   assert 0 <= last["teacher_accuracy"] <= 1
@@ -108,7 +113,7 @@ def test_zero_distillation_weight_is_the_student_alone(teacher_dir, tmp_path, ti
   runs = {}
   for weight in (0.0, 1.0):
     runs[weight] = str(tmp_path / f"kd_svd_w{weight}")
-    config = tiny_config("kd_svd", teacher__workdir=teacher_dir, train__max_steps=4, distill__svd_grad="exact",
+    config = tiny_config("kd_svd_exact", teacher__workdir=teacher_dir, train__max_steps=4, distill__svd_grad="exact",
                          combine__weight=weight)
     train.train_and_evaluate(config, runs[weight])
   alone, null, distilled = (by_path(final_params(d)) for d in (student, runs[0.0], runs[1.0]))
@@ -120,11 +125,11 @@ def test_zero_distillation_weight_is_the_student_alone(teacher_dir, tmp_path, ti
 
 @pytest.mark.slow
 def test_two_stage(teacher_dir, tmp_path, tiny_config):
-  config = tiny_config("kd_svd", teacher__workdir=teacher_dir, distill__mechanism="2stage", distill__init_epochs=1,
-                       train__max_steps=11)
+  config = tiny_config("kd_svd_exact", teacher__workdir=teacher_dir, distill__mechanism="2stage",
+                       distill__init_epochs=1, train__max_steps=11)
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary["total_steps"] == 18 and summary["step"] == 11 and summary["epochs"] == 2
-  rows = [r for r in metrics_lib.read_metrics(str(tmp_path)) if "loss" in r]
+  rows = [r for r in _rows(tmp_path) if "loss" in r]
   init, main = [r for r in rows if r["stage"] == "init"], [r for r in rows if r["stage"] == "main"]
   assert init and main
   # Init: the distillation loss alone drives the update; main: no teacher, no distillation, schedule restarted.
@@ -150,20 +155,20 @@ def test_resume_matches_uninterrupted(tmp_path, tiny_config, final_params):
   assert resumed["complete"] and resumed["step"] == 9
   a, b = final_params(str(tmp_path / "full")), final_params(part)
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), a, b)
-  steps = [r["step"] for r in metrics_lib.read_metrics(part) if "loss" in r]
-  assert steps == sorted(steps) and len(steps) == len(set(steps))  # rows after the checkpoint were re-logged once
+  logged = [r["step"] for r in _rows(part) if "loss" in r]
+  assert logged == sorted(logged) and len(logged) == len(set(logged))  # rows after the checkpoint were re-logged once
 
 
 @pytest.mark.slow
 def test_train_step_compiles_once(tiny_config):
   """Epoch-dependent values (learning rate, sigmoid(epoch)) are traced: steps across epochs share one compilation."""
-  config = tiny_config("kd_svd")
+  config = tiny_config("kd_svd_exact")
   config.model.name = config.teacher.name = "vgg8"  # BatchNorm networks: running statistics travel in "rest".
   mesh = parallel.create_mesh(jax.devices()[:1])
   student = networks.build("vgg8", 0.125, 2, 0, mesh=mesh)
   teacher = train.random_teacher(config, 2, mesh=mesh, image_size=32)
   state, tx = train.create_train_state(config, student, steps_per_epoch=2, mesh=mesh)
-  step_fn = train.make_train_step(config, student, tx, distill_fn=distill.from_config(config.distill),
+  step_fn = steps_lib.make_train_step(config, student, tx, distill_fn=distill.from_config(config.distill),
                                   steps_per_epoch=2, mesh=mesh, mean=[128.0] * 3, std=[64.0] * 3, teacher=teacher)
   rng = np.random.default_rng(0)
   batch = {"image": rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), "label": rng.integers(0, 2, 8).astype(np.int32)}
@@ -196,27 +201,53 @@ def test_unknown_config_key(tmp_path, tiny_config):
     train.train_and_evaluate(config, str(tmp_path))
 
 
+def test_bad_values_are_refused_before_the_workdir_is_touched(tmp_path, tiny_config):
+  """Every config value is checked before anything is written: the workdir is not even created."""
+  for override in ({"data__augment": "bogus"}, {"combine__rule": "sskd_typo"}, {"optim__boundaries": (2, 1)},
+                   {"optim__weight_decay": -1.0}, {"distill__temperature": 2.0}):
+    with pytest.raises(ValueError, match=f"config.{next(iter(override)).replace('__', '.')}"):
+      train.train_and_evaluate(tiny_config("student", **override), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_earlier_value_names_train_as_today_s(tmp_path, tiny_config, final_params):
+  """A config with the value names of earlier versions (config.ALIASES) trains as today's names do, parameters
+  bit for bit, and the run's config.json holds today's names."""
+  runs = {}
+  for name, names in (("today", {"data__augment": "flip_rotate_crop", "combine__rule": "rescale_per_tensor"}),
+                      ("earlier", {"data__augment": "sskd", "combine__rule": "poster"})):
+    config = tiny_config("kd_svd", teacher__weights="random", train__max_steps=2, **names)
+    runs[name] = str(tmp_path / name)
+    train.train_and_evaluate(config, runs[name])
+  jax.tree.map(np.testing.assert_array_equal, final_params(runs["today"]), final_params(runs["earlier"]))
+  with open(os.path.join(runs["earlier"], "config.json")) as f:
+    written = json.load(f)
+  assert (written["data"]["augment"], written["combine"]["rule"]) == ("flip_rotate_crop", "rescale_per_tensor")
+
+
 def test_bad_names(tmp_path, tiny_config):
   with pytest.raises(ValueError, match="not a network; valid"):
     train.train_and_evaluate(tiny_config("teacher", model__name="vgg99"), str(tmp_path))
   with pytest.raises(ValueError, match="mechanism"):
-    train.train_and_evaluate(tiny_config("kd_svd", distill__mechanism="3stage"), str(tmp_path))
+    train.train_and_evaluate(tiny_config("kd_svd_exact", distill__mechanism="3stage"), str(tmp_path))
 
 
 def test_missing_teacher(tmp_path, tiny_config):
   with pytest.raises(ValueError, match="needs a teacher"):
-    train.train_and_evaluate(tiny_config("kd_svd"), str(tmp_path / "a"))
+    train.train_and_evaluate(tiny_config("kd_svd_exact"), str(tmp_path / "a"))
   with pytest.raises(FileNotFoundError, match="Train the teacher first"):
-    train.train_and_evaluate(tiny_config("kd_svd", teacher__workdir=str(tmp_path / "nothing")), str(tmp_path / "b"))
+    train.train_and_evaluate(tiny_config("kd_svd_exact", teacher__workdir=str(tmp_path / "nothing")),
+                             str(tmp_path / "b"))
   with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
-    train.train_and_evaluate(tiny_config("kd_svd", teacher__checkpoint=str(tmp_path)), str(tmp_path / "c"))
+    train.train_and_evaluate(tiny_config("kd_svd_exact", teacher__checkpoint=str(tmp_path)), str(tmp_path / "c"))
 
 
 @pytest.mark.slow
 def test_teacher_workdir_may_be_relative(teacher_dir, monkeypatch, tiny_config):
   """experiments/run_table.py passes the --root it was given, often relative; orbax needs absolute paths."""
   monkeypatch.chdir(os.path.dirname(teacher_dir))
-  config = tiny_config("kd_svd", teacher__workdir=os.path.basename(teacher_dir))
+  config = tiny_config("kd_svd_exact", teacher__workdir=os.path.basename(teacher_dir))
   step_dir = checkpoint.find_teacher_step_dir(os.path.basename(teacher_dir))
   assert str(step_dir).startswith(os.sep) and step_dir.exists()
   teacher = train.restore_teacher(config, 2, mesh=parallel.create_mesh())  # raised "should be absolute" before
@@ -224,14 +255,20 @@ def test_teacher_workdir_may_be_relative(teacher_dir, monkeypatch, tiny_config):
 
 
 @pytest.mark.slow
-def test_mismatched_teacher(teacher_dir, tmp_path, tiny_config):
+def test_mismatched_teacher_then_the_fix_trains(teacher_dir, tmp_path, tiny_config):
+  """A run that cannot start (here: its teacher is another network) writes no config.json, so the corrected run
+  is not refused as another run."""
+  config = tiny_config("kd_svd_exact", teacher__workdir=teacher_dir, teacher__width=0.25, train__max_steps=1)
   with pytest.raises(ValueError, match=r"holds vgg_teacher \(width 0.125, 2 classes\).*width 0.25.*config.teacher"):
-    train.train_and_evaluate(tiny_config("kd_svd", teacher__workdir=teacher_dir, teacher__width=0.25), str(tmp_path))
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / "config.json").exists()
+  config.teacher.width = 0.125
+  assert train.train_and_evaluate(config, str(tmp_path))["step"] == 1
 
 
 @pytest.mark.slow
 def test_tap_mismatch(teacher_dir, tmp_path, tiny_config):
-  config = tiny_config("kd_svd", teacher__workdir=teacher_dir, model__width=0.25)  # student channels x2
+  config = tiny_config("kd_svd_exact", teacher__workdir=teacher_dir, model__width=0.25)  # student channels x2
   with pytest.raises(ValueError, match=r"^kd_svd: tap 0 channel counts differ: student \(2, 16, 16, 16\), teacher "
                                        r"\(2, 16, 16, 8\); kd_svd compares"):
     train.train_and_evaluate(config, str(tmp_path))
@@ -273,10 +310,10 @@ def test_config_dropout_reaches_the_paper_vggs_only(tiny_config):
 @pytest.mark.parametrize("n", [2, 3, 8, 128])
 def test_derangement_moves_every_image(n):
   for seed in range(20):
-    perm = np.asarray(train.derangement(jax.random.key(seed), n))
+    perm = np.asarray(steps_lib.derangement(jax.random.key(seed), n))
     assert sorted(perm.tolist()) == list(range(n))  # a permutation
     assert not np.any(perm == np.arange(n))  # no image meets itself
-  draws = {tuple(np.asarray(train.derangement(jax.random.key(s), 8)).tolist()) for s in range(20)}
+  draws = {tuple(np.asarray(steps_lib.derangement(jax.random.key(s), 8)).tolist()) for s in range(20)}
   assert len(draws) > 15  # seeded, and not one fixed shift
 
 
@@ -286,11 +323,11 @@ def test_controls_untrained_teacher_and_deranged_images_train(tmp_path, tiny_con
   the two runs, and a run with both, end in different places, all finite."""
   ends = {}
   for name, options in {"untrained": {}, "deranged": {"distill__teacher_images": "deranged"}}.items():
-    config = tiny_config("kd_svd", teacher__weights="random", distill__svd_grad="exact", train__max_steps=3,
+    config = tiny_config("kd_svd_exact", teacher__weights="random", distill__svd_grad="exact", train__max_steps=3,
                          **options)
     summary = train.train_and_evaluate(config, str(tmp_path / name))
     assert summary["step"] == 3 and np.isfinite(summary["last_eval_accuracy"])
     ends[name] = by_path(final_params(str(tmp_path / name)))
   assert max(float(np.abs(ends["untrained"][k] - ends["deranged"][k]).max()) for k in ends["untrained"]) > 1e-5
   with pytest.raises(ValueError, match="teacher.weights='bogus'; valid: trained, random"):
-    train.train_and_evaluate(tiny_config("kd_svd", teacher__weights="bogus"), str(tmp_path / "bad"))
+    train.train_and_evaluate(tiny_config("kd_svd_exact", teacher__weights="bogus"), str(tmp_path / "bad"))

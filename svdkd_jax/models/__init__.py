@@ -12,47 +12,61 @@ sizes and where they depart from the paper are documented in each module: vgg, m
 """
 
 from collections.abc import Callable
-import inspect
+import dataclasses
 
 from flax import nnx
 
 from svdkd_jax.models import mobilenet, resnet, resnext, vgg, wrn
 from svdkd_jax.models.flops import count_flops, count_params, tap_shapes
 
-_BUILDERS: dict[str, Callable[..., nnx.Module]] = {
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """A registered network: `build(num_classes, *, rngs, width, **options)` returns it; `options` names the family
+  options `create` passes on; `takes_rngs`: its call takes `rngs=` (the dropout stream of train mode)."""
+  build: Callable[..., nnx.Module]
+  options: tuple[str, ...] = ()
+  takes_rngs: bool = False
+
+
+_PAPER_VGG = ("input_size", "dropout")
+_MOBILENET = ("variant", "batch_stats_always")
+_REGISTRY: dict[str, Entry] = {
     # The paper's pairs (SSKD code, docs/method.md section 8).
-    "vgg_teacher": vgg.vgg_teacher,
-    "vgg_student": vgg.vgg_student,
-    "vgg_stride_student": vgg.vgg_stride_student,
-    "mobilenet_teacher": mobilenet.mobilenet_teacher,
-    "mobilenet_student": mobilenet.mobilenet_student,
-    "resnext_teacher": resnext.resnext_teacher,
-    "resnext_student": resnext.resnext_student,
+    "vgg_teacher": Entry(vgg.vgg_teacher, _PAPER_VGG, takes_rngs=True),
+    "vgg_student": Entry(vgg.vgg_student, _PAPER_VGG, takes_rngs=True),
+    "vgg_stride_student": Entry(vgg.vgg_stride_student, _PAPER_VGG, takes_rngs=True),
+    "mobilenet_teacher": Entry(mobilenet.mobilenet_teacher, _MOBILENET),
+    "mobilenet_student": Entry(mobilenet.mobilenet_student, _MOBILENET),
+    "resnext_teacher": Entry(resnext.resnext_teacher, ("cardinality",)),
+    "resnext_student": Entry(resnext.resnext_student, ("cardinality",)),
     # The authors' 2019 pair (KD_methods_with_TF).
-    "resnet32": resnet.resnet32,
-    "resnet8": resnet.resnet8,
+    "resnet32": Entry(resnet.resnet32),
+    "resnet8": Entry(resnet.resnet8),
     # The CRD benchmark (RepDistiller).
-    "resnet32x4": resnet.resnet32x4,
-    "resnet8x4": resnet.resnet8x4,
-    "resnet56": resnet.resnet56,
-    "resnet20": resnet.resnet20,
-    "vgg13": vgg.vgg13,
-    "vgg8": vgg.vgg8,
-    "wrn_40_2": wrn.wrn_40_2,
-    "wrn_16_2": wrn.wrn_16_2,
+    "resnet32x4": Entry(resnet.resnet32x4),
+    "resnet8x4": Entry(resnet.resnet8x4),
+    "resnet56": Entry(resnet.resnet56),
+    "resnet20": Entry(resnet.resnet20),
+    "vgg13": Entry(vgg.vgg13),
+    "vgg8": Entry(vgg.vgg8),
+    "wrn_40_2": Entry(wrn.wrn_40_2),
+    "wrn_16_2": Entry(wrn.wrn_16_2),
 }
 
-# pair name -> (teacher, student); every pair has equal tap shapes at any width.
+# pair name -> (teacher, student); every pair has equal tap shapes at any width. The paper's pairs are named by
+# family, the others by their teacher (as the CRD benchmark's tables name them, and configs/crd_benchmark.py's
+# tokens select them).
 PAIRS: dict[str, tuple[str, str]] = {
     "vgg": ("vgg_teacher", "vgg_student"),
     "vgg_stride": ("vgg_teacher", "vgg_stride_student"),
     "mobilenet": ("mobilenet_teacher", "mobilenet_student"),
     "resnext": ("resnext_teacher", "resnext_student"),
-    "resnet8": ("resnet32", "resnet8"),
-    "resnet8x4": ("resnet32x4", "resnet8x4"),
-    "vgg8": ("vgg13", "vgg8"),
-    "wrn_16_2": ("wrn_40_2", "wrn_16_2"),
-    "resnet20": ("resnet56", "resnet20"),
+    "resnet32": ("resnet32", "resnet8"),
+    "resnet32x4": ("resnet32x4", "resnet8x4"),
+    "vgg13": ("vgg13", "vgg8"),
+    "wrn_40_2": ("wrn_40_2", "wrn_16_2"),
+    "resnet56": ("resnet56", "resnet20"),
 }
 
 # The paper's table (CIFAR-100, 32x32): FLOPs = 2 x multiply-accumulates, params as printed.
@@ -69,7 +83,7 @@ _PAPER = {
 
 def names() -> list[str]:
   """Every registered network name."""
-  return list(_BUILDERS)
+  return list(_REGISTRY)
 
 
 def paper_figures(name: str) -> dict[str, float] | None:
@@ -80,7 +94,7 @@ def paper_figures(name: str) -> dict[str, float] | None:
 
 
 def _check_name(name: str) -> None:
-  if name not in _BUILDERS:
+  if name not in _REGISTRY:
     raise ValueError(f"unknown model {name!r}; registered models: {', '.join(names())}")
 
 
@@ -105,14 +119,20 @@ def create(name: str, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0, *
   unknown = sorted(set(kwargs) - set(options(name)))
   if unknown:
     raise ValueError(f"{name} does not take option(s) {unknown}; it accepts {list(options(name)) or 'none'}")
-  return _BUILDERS[name](int(num_classes), rngs=rngs, width=width, **kwargs)
+  return _REGISTRY[name].build(int(num_classes), rngs=rngs, width=width, **kwargs)
 
 
 def options(name: str) -> tuple[str, ...]:
   """The family options (keyword arguments of `create` beyond `width`) that network `name` accepts."""
   _check_name(name)
-  params = inspect.signature(_BUILDERS[name]).parameters
-  return tuple(p for p in params if p not in ("num_classes", "rngs", "width"))
+  return _REGISTRY[name].options
 
 
-__all__ = ["PAIRS", "count_flops", "count_params", "create", "names", "options", "paper_figures", "tap_shapes"]
+def takes_rngs(name: str) -> bool:
+  """Whether network `name`'s call takes `rngs=` (the networks with dropout)."""
+  _check_name(name)
+  return _REGISTRY[name].takes_rngs
+
+
+__all__ = ["PAIRS", "count_flops", "count_params", "create", "names", "options", "paper_figures", "takes_rngs",
+           "tap_shapes"]
