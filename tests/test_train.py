@@ -249,7 +249,7 @@ def test_teacher_workdir_may_be_relative(teacher_dir, monkeypatch, tiny_config):
   monkeypatch.chdir(os.path.dirname(teacher_dir))
   config = tiny_config("kd_svd_exact", teacher__workdir=os.path.basename(teacher_dir))
   step_dir = checkpoint.find_teacher_step_dir(os.path.basename(teacher_dir))
-  assert str(step_dir).startswith(os.sep) and step_dir.exists()
+  assert str(step_dir).startswith(os.path.basename(teacher_dir)) and step_dir.exists()  # as given: no machine path
   teacher = train.restore_teacher(config, 2, mesh=parallel.create_mesh())  # raised "should be absolute" before
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(teacher.variables["params"]))
 
