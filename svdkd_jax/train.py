@@ -1,12 +1,13 @@
 """Training: `train_and_evaluate(config, workdir)` trains one network (teacher, student alone, or distilled student).
 
-A run, in order: check the config (`run_config.validate_run`: nothing is touched before it passes), lock the workdir
-(`workdir_lock`: one run per workdir, for every caller), check that the workdir holds no other run, build the mesh,
-the data, the student and the frozen teacher of a distillation run, write `config.json`, resume from the newest
-readable checkpoint if any (a damaged newer one is set aside as `<step>.unreadable`, with a warning), then loop
-over steps with one jitted train step (`svdkd_jax.steps`), evaluating on the full eval split at each epoch end and
-checkpointing every `train.checkpoint_every_steps` and at each epoch end. Metrics go to `WORKDIR/metrics.jsonl` and
-TensorBoard, the final summary to `WORKDIR/summary.json` (`"complete": true` once every step ran).
+A run, in order: check the config (`run_config.validate_run`) and its batch sizes against the mesh, so that nothing
+is touched before they pass; lock the workdir (`workdir_lock`: one run per workdir, for every caller); check that
+the workdir holds no other run; build the data, the student and the frozen teacher of a distillation run; write
+`config.json`; resume from the newest readable checkpoint if any (a damaged newer one is set aside as
+`<step>.unreadable`, with a warning); then loop over steps with one jitted train step (`svdkd_jax.steps`),
+evaluating on the full eval split at each epoch end and checkpointing every `train.checkpoint_every_steps` and at
+each epoch end. Metrics go to `WORKDIR/metrics.jsonl` and TensorBoard, the final summary to `WORKDIR/summary.json`
+(`"complete": true` once every step ran).
 
 Mechanisms (`config.distill.mechanism`):
   1stage: every step uses the combined gradient (the authors' released code).

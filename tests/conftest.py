@@ -23,7 +23,7 @@ def tiny(variant: str = "teacher", **overrides) -> ml_collections.ConfigDict:
   config.data.class_subset = 2
   config.data.num_classes = 2
   config.data.image_size = 32
-  config.data.augment = "sskd"
+  config.data.augment = "flip_rotate_crop"
   config.model.width = config.teacher.width = 0.125
   config.train.batch_size = 32
   config.train.eval_batch_size = 64

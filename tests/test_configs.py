@@ -432,6 +432,23 @@ def test_a_config_distill_key_no_method_declares_is_refused(monkeypatch):
     run_config.validate_run(config)
 
 
+def test_the_schema_s_values_are_the_libraries():
+  """The schema lists the values the code that reads them implements, and every `config.distill` key is the
+  trainer's or an option a method declares (adding an option: its default here, its name in distill's registry)."""
+  from svdkd_jax import distill, input_pipeline, optim  # pylint: disable=g-import-not-at-top
+  assert config_lib.CHOICES["distill.svd_grad"] == tuple(distill.SVD_GRADS)
+  assert config_lib.CHOICES["distill.loss_scale"] == distill.LOSS_SCALES
+  assert config_lib.CHOICES["combine.rule"] == optim.COMBINE_RULES
+  assert config_lib.CHOICES["data.augment"] == tuple(input_pipeline._AUGMENTS)
+  keys = set(config_lib.default().distill.keys())
+  assert keys == set(config_lib.DISTILL_RUN_KEYS) | set(distill.all_option_names())
+  assert not set(config_lib.DISTILL_RUN_KEYS) & set(distill.all_option_names())
+  flat = flat_values(config_lib.default())
+  assert set(config_lib.CHOICES) | set(config_lib.POSITIVE) | set(config_lib.NON_NEGATIVE) <= set(flat)
+  assert set(config_lib.RUN_CONTROL_KEYS) | {config_lib.EXTENDABLE_KEY} <= set(flat)
+  assert all(flat[key] in valid for key, valid in config_lib.CHOICES.items())
+
+
 def test_parse_arg_is_typed():
   spec = dict(variant=recipes.OneOf(("a", "b"), "a"), smoke=False, epochs=3, width=0.5, name="x")
   assert recipes.parse_arg(None, **spec).to_dict() == {"variant": "a", "smoke": False, "epochs": 3, "width": 0.5,
@@ -468,6 +485,7 @@ def _committed_runs():
       yield log.parent, shlex.split(commands[-1])
 
 
+@pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")  # ml_collections' config file loader
 def test_committed_runs_resume_under_today_s_configs():
   """Each committed table run's command builds, with today's config files and value names, the config of the same
   run (workdir.config_changes finds nothing), so rerunning the table resumes or skips it."""
