@@ -1,6 +1,6 @@
 """Input pipeline throughput against the VGG student's train step, in the same process.
 
-    python experiments/bench_input.py [--data ../shared/data/cifar10_jpeg] [--batch 128]
+    python experiments/bench_input.py [--data cifar10_jpeg] [--batch 128]
 
 Measures, for CIFAR-10 from the JPEG archive at batch 128:
   startup        create_datasets (first run decodes and caches; later runs load the cache)
@@ -45,7 +45,7 @@ def rate(fn, n: int, batch: int) -> float:
 
 def main():
   parser = argparse.ArgumentParser()
-  parser.add_argument("--data", default="../shared/data/cifar10_jpeg")
+  parser.add_argument("--data", default="cifar10_jpeg")
   parser.add_argument("--cache_dir", default="")
   parser.add_argument("--batch", type=int, default=128)
   parser.add_argument("--pipeline_batches", type=int, default=100)
