@@ -3,11 +3,11 @@
 A tapped feature map `[B, H, W, D]` is reshaped per sample to `M: [HW, D]`, `r = min(HW, D)`, and decomposed as
 `M = U S V^T`. KD-SVD distils the top right singular vectors `v_1..v_k` (channel space).
 
-Forward (all modes): `eigh` of the smaller Gram matrix (`M^T M` if HW >= D else `M M^T`), then the other factor and
-`s` from one product with `M` (`s_i = ||M v_i||` or `||M^T u_i||`, more accurate for small `s_i` than
-`sqrt(eigenvalue)`). On the 2-core CPU this is several times faster than `jnp.linalg.svd` at every tapped shape
-(experiments/results/bench_svd.txt). Accuracy of the Gram route falls with the squared condition number, so only
-the top triplets are accurate when the trailing spectrum is tiny; tests/test_svd.py checks the top-k against NumPy.
+Forward (all modes): the top k eigenpairs of the smaller Gram matrix (`M^T M` if HW >= D else `M M^T`) from
+`eig.top_eigh` (checked subspace iteration built from matmuls where it pays, else `eigh`; svdkd_jax/eig.py), then the
+other factor and `s` from one product with `M` (`s_i = ||M v_i||` or `||M^T u_i||`, more accurate for small `s_i`
+than `sqrt(eigenvalue)`). Accuracy of the Gram route falls with the squared condition number, so only the top
+triplets are accurate when the trailing spectrum is tiny; tests/test_svd.py checks the top-k against NumPy.
 
 Sign convention: the largest-magnitude entry of each `v_i` is positive (on an exact tie between `+a` and `-a` the
 vector is left as computed) and `u_i` is flipped with it, so outputs are a deterministic function of `M` and the
@@ -19,14 +19,15 @@ Backward (`jax.custom_vjp`; derivations and the evidence for "sskd_code" in docs
               HW < D): `U E^T - U (E^T V)_diag V^T - 2 U sym(K o (S V^T E)) S V^T`, `E = dV S^-1`;
               branch HW > D: `2 U S sym(K^T o (V^T dV)) V^T`. Equal to "exact" when k = r; truncated, it drops the
               coupling between kept and discarded vectors. The released code keeps min(5, r) triplets instead.
-  "exact"     the true gradient of the returned (u, s, v), using all r eigenpairs of the Gram matrix (the
-              coupling with discarded triplets) and, when HW < D, the null-space term through `v = M^T u / s`.
+  "exact"     the true gradient of the returned (u, s, v), including the coupling with the discarded triplets
+              (from the kept pairs alone: one shifted Cholesky solve per kept vector on their complement) and,
+              when HW < D, the null-space term through `v = M^T u / s`.
   "sskd_code" what the authors' TF code effectively computes (its K is zeroed by its NaN guard): zero when
               HW >= D; when HW < D, the gradient of `v_i = normalize(M^T stop_gradient(u_i))`.
 In "paper" and "sskd_code" the cotangent of `u` is ignored (KD-SVD never uses `u`); `s` gets its exact gradient
 `u_i v_i^T` in every mode.
 
-CPU threads: jaxlib's CPU `eigh` calls the LAPACK of SciPy's OpenBLAS, which by default starts its own threads for
+CPU threads: jaxlib's CPU `eigh`, QR and Cholesky call the LAPACK of SciPy's OpenBLAS, which by default starts its own threads for
 the blocked steps of `syevd` (Gram matrices of size > 25). Inside an XLA program that already keeps both cores busy,
 and worse on a shared machine, those threads spin against XLA's: 128 eighs of 32x32 took 8 ms single-threaded but
 14 ms to 2 s threaded, and the width-0.25 KD-SVD train step ran 3x slower. So the first trace of `truncated_svd`
@@ -48,6 +49,8 @@ import jax
 import jax.numpy as jnp
 import threadpoolctl
 
+from svdkd_jax import eig
+
 GRAD_MODES = ("paper", "exact", "sskd_code")
 
 # Gram products must not drop to bfloat16 passes on TPU: the small singular values live in the low bits.
@@ -55,7 +58,7 @@ _einsum = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
 
 
 def truncated_svd(
-    x: jax.Array, k: int, *, grad_mode: str = "exact"
+    x: jax.Array, k: int, *, grad_mode: str = "exact", solver: str = "auto"
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Top-k singular triplets of `x` with a custom gradient.
 
@@ -63,6 +66,8 @@ def truncated_svd(
     x: `[..., HW, D]` matrices (leading batch dims allowed); bfloat16/float16/integer inputs are upcast to float32.
     k: number of triplets, `1 <= k <= min(HW, D)` (static).
     grad_mode: one of `GRAD_MODES`, see the module docstring.
+    solver: the Gram matrix's top-k eigensolver, one of `eig.SOLVERS` ("auto": subspace iteration where it pays,
+      else `eigh`; see svdkd_jax/eig.py).
 
   Returns:
     `(u, s, v)`: `u [..., HW, k]`, `s [..., k]` descending, `v [..., D, k]` with `v[..., :, i]` the i-th right
@@ -84,8 +89,9 @@ def truncated_svd(
     raise ValueError(
         f"k must satisfy 1 <= k <= min(HW, D) = {min(hw, d)} for x of shape {x.shape} (HW={hw}, D={d}); got k={k}."
     )
+  eig.resolve(solver, min(hw, d), k)  # a ValueError naming the valid solvers
   dtype = jnp.promote_types(x.dtype, jnp.float32)
-  return _truncated_svd(x.astype(dtype), k, grad_mode)
+  return _truncated_svd(x.astype(dtype), k, grad_mode, solver)
 
 
 def align(
@@ -151,29 +157,26 @@ def _sequential_lapack() -> None:
   (blas.select(filepath=own) if own else blas).limit(limits=1)
 
 
-def _gram_eigh(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Eigenpairs of the smaller Gram matrix, descending: `w [..., r, r]` (columns), `lam [..., r]`."""
-  _sequential_lapack()
+def _gram(x: jax.Array) -> jax.Array:
+  """The smaller Gram matrix: `M^T M [D, D]` if HW >= D, else `M M^T [HW, HW]`."""
   if x.shape[-2] >= x.shape[-1]:
-    g = _einsum("...mi,...mj->...ij", x, x)  # M^T M [D, D]
-  else:
-    g = _einsum("...im,...jm->...ij", x, x)  # M M^T [HW, HW]
-  lam, w = jnp.linalg.eigh(g)
-  return w[..., ::-1], lam[..., ::-1]
+    return _einsum("...mi,...mj->...ij", x, x)
+  return _einsum("...im,...jm->...ij", x, x)
 
 
-def _forward(x: jax.Array, k: int):
-  """Top k of `x / c` (sign-fixed), `c = max|x|` per matrix, and its full Gram eigenpairs `(w, lam)`.
+def _forward(x: jax.Array, k: int, solver: str):
+  """Top k of `x / c` (sign-fixed), `c = max|x|` per matrix, with the Gram matrix and its top k eigenvalues.
 
   Scaling keeps the Gram matrix clear of float32 overflow/underflow (`|x| ~ 1e-30` squares to 0); it changes
-  nothing else since `svd(x) = c * svd(x / c)`. Returns `((u, s / c, v), (w, lam), xs, c)`.
+  nothing else since `svd(x) = c * svd(x / c)`. Returns `((u, s / c, v), (g, lam), xs, c)`.
   """
+  _sequential_lapack()
   c = jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True)
   c = jnp.where(c > 0, c, 1)
   xs = x / c
-  w, lam = _gram_eigh(xs)
+  g = _gram(xs)
+  lam, base = eig.top_eigh(g, k, solver)  # base: v if tall else u
   tall = x.shape[-2] >= x.shape[-1]
-  base = w[..., :k]  # v if tall else u
   y = _einsum("...mn,...nk->...mk", xs, base) if tall else _einsum("...mn,...mk->...nk", xs, base)
   s = jnp.linalg.norm(y, axis=-2)  # [..., k]
   s = jax.lax.cummin(s, axis=s.ndim - 1)  # norms of near-equal values may be 1 ulp out of order
@@ -183,18 +186,18 @@ def _forward(x: jax.Array, k: int):
   # The largest-magnitude entry of each v is made positive (on a tie between +a and -a, v is kept as is).
   neg = -jnp.min(v, axis=-2, keepdims=True) > jnp.max(v, axis=-2, keepdims=True)
   sign = jnp.where(neg, -1, 1).astype(x.dtype)
-  return (u * sign, s, v * sign), (w, lam), xs, c[..., 0]
+  return (u * sign, s, v * sign), (g, lam), xs, c[..., 0]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _truncated_svd(x, k, grad_mode):
-  (u, s, v), _, _, c = _forward(x, k)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _truncated_svd(x, k, grad_mode, solver):
+  (u, s, v), _, _, c = _forward(x, k, solver)
   return u, s * c, v
 
 
-def _fwd(x, k, grad_mode):
-  (u, s, v), (w, lam), xs, c = _forward(x, k)
-  full = (xs, w, lam) if grad_mode == "exact" else (None, None, None)  # only "exact" needs xs and all eigenpairs
+def _fwd(x, k, grad_mode, solver):
+  (u, s, v), (g, lam), xs, c = _forward(x, k, solver)
+  full = (xs, g, lam) if grad_mode == "exact" else (None, None, None)  # only "exact" needs xs and G
   return (u, s * c, v), (u, s, v, c) + full
 
 
@@ -222,19 +225,47 @@ def _cat(*arrays: jax.Array) -> jax.Array:
 # the guards act on small arrays and the [m, n] gradient is formed by one product.
 
 
-def _grad_exact(x, u, s, v, w, lam, du, ds, dv, inv_s, eps):
-  """True gradient: chain rule through `eigh` of the Gram matrix and the product that derives the other factor."""
+def _complement_resolvent(g, base, lam, rhs, eps):
+  """`y_j = (lam_j I - G)^+ P rhs_j` on the complement of the kept eigenvectors (P its projector), per kept j.
+
+  This is the discarded eigenpairs' part of `W (F o W^T rhs)` without them: `lam_j I - G` is positive definite on
+  the complement (lam_j is above every discarded eigenvalue), so one Cholesky factorisation per kept vector solves
+  it, shifted by `delta = 4 r eps(dtype) lam_1` so that rounding cannot make it indefinite, then refined once
+  (error O((delta / gap)^2)). Kept pairs with `lam_j <= eps * lam_1` get 0, as the gap guard gives them.
+  """
+  r, k = g.shape[-1], lam.shape[-1]
+  lam_1 = lam[..., :1]
+  proj = lambda a: a - _einsum("...rk,...kj->...rj", base, _einsum("...rk,...rj->...kj", base, a))
+  g_perp = g - _einsum("...ik,...k,...jk->...ij", base, lam, base)  # G without the kept pairs
+  delta = 4 * r * float(jnp.finfo(g.dtype).eps) * lam_1
+  shifts = (lam + delta)[..., :, None, None] * jnp.eye(r, dtype=g.dtype)  # [..., k, r, r]
+  factor = jnp.linalg.cholesky(shifts - g_perp[..., None, :, :])
+  solve = lambda b: jax.scipy.linalg.cho_solve((factor, True), b[..., None])[..., 0]
+  b = jnp.swapaxes(proj(rhs), -1, -2)  # [..., k, r]
+  y = solve(b)
+  y = y + delta[..., None] * solve(y)
+  y = proj(jnp.swapaxes(y, -1, -2))  # [..., r, k]
+  return jnp.where((lam > eps * lam_1)[..., None, :], y, 0)
+
+
+def _grad_exact(x, g, u, s, v, lam, du, ds, dv, inv_s, eps):
+  """True gradient from the kept pairs: chain rule through the top eigenpairs of the Gram matrix and the product
+  that derives the other factor (docs/svd_gradient.md sections 4 and 8)."""
   tall = x.shape[-2] >= x.shape[-1]
   lam = jnp.maximum(lam, 0)
-  if tall:  # G = M^T M = W lam W^T with v = W[:, :k]; u = M v / s.
+  if tall:  # G = M^T M with v its top eigenvectors; u = M v / s.
+    base = v
     dbase = dv + _einsum("...mn,...mk->...nk", x, du) * inv_s[..., None, :]
     ds = ds - jnp.sum(du * u, axis=-2) * inv_s
-  else:  # G = M M^T = W lam W^T with u = W[:, :k]; v = M^T u / s.
+  else:  # G = M M^T with u its top eigenvectors; v = M^T u / s.
+    base = u
     dbase = du + _einsum("...mn,...nk->...mk", x, dv) * inv_s[..., None, :]
     ds = ds - jnp.sum(dv * v, axis=-2) * inv_s
-  k = s.shape[-1]
-  f = _inv_gap(lam, lam[..., :k], lam[..., 0], eps)  # [r, k], rows: all eigenpairs, cols: kept
-  p = _einsum("...ri,...ik->...rk", w, f * _einsum("...ri,...rk->...ik", w, dbase))  # W (F o W^T dbase)
+  # P = W (F o W^T dbase) over all eigenpairs, F_ij = 1/(lam_j - lam_i): the kept block explicitly, the rest by
+  # the resolvent on the kept vectors' complement.
+  f = _inv_gap(lam, lam, lam[..., 0], eps)  # [k, k]
+  p = _einsum("...ri,...ik->...rk", base, f * _einsum("...ri,...rk->...ik", base, dbase))
+  p = p + _complement_resolvent(g, base, lam, dbase, eps)
   us_dlam = u * (ds * inv_s * s)[..., None, :]  # U diag(2 s dlam), since s = sqrt(lam)
   # Direct term of u = M v / s (or v = M^T u / s), plus M (dG + dG^T) (or (dG + dG^T) M) with
   # dG = P base^T + base diag(dlam) base^T.
@@ -261,9 +292,9 @@ def _grad_paper(u, s, v, ds, dv, inv_s, eps, left: bool):
   return 2 * _einsum("...mk,...kj->...mj", u * s[..., None, :], inner) + u * ds[..., None, :], v
 
 
-def _bwd(k, grad_mode, res, cts):
+def _bwd(k, grad_mode, solver, res, cts):
   # Work on xs = x / c (c held constant: u, v are scale invariant and s is 1-homogeneous), then dx = dxs / c.
-  u, s, v, c, x, w, lam = res
+  u, s, v, c, x, g, lam = res
   du, ds, dv = cts
   ds = ds * c
   eps = _eps(s.dtype)
@@ -271,7 +302,7 @@ def _bwd(k, grad_mode, res, cts):
   inv_s = jnp.where(ok, 1 / jnp.where(ok, s, 1), 0)
   hw, d = u.shape[-2], v.shape[-2]
   if grad_mode == "exact":
-    left, right = _grad_exact(x, u, s, v, w, lam, du, ds, dv, inv_s, eps)
+    left, right = _grad_exact(x, g, u, s, v, lam, du, ds, dv, inv_s, eps)
   elif grad_mode == "paper":
     left, right = _grad_paper(u, s, v, ds, dv, inv_s, eps, left=hw <= d)
   elif hw < d:  # "sskd_code": gradient of normalize(M^T stop_gradient(u)).

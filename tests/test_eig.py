@@ -1,0 +1,229 @@
+"""Tests for svdkd_jax.eig (the Gram matrices' top-p eigensolver) and for the SVD gradients built on its kept pairs.
+
+References are independent: NumPy's float64 `eigh`, and JAX's own differentiation of a full `eigh` (the gradient
+the kept-pairs backward must reproduce).
+"""
+
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from svdkd_jax import eig
+from svdkd_jax import svd
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def gram_with_spectrum(rng, lam: np.ndarray, batch: int = 4) -> np.ndarray:
+  """Symmetric PSD matrices `[batch, r, r]` with eigenvalues `lam` (any order) in random orthonormal bases."""
+  r = lam.shape[-1]
+  q, _ = np.linalg.qr(rng.standard_normal((batch, r, r)))
+  return np.einsum("bij,j,bkj->bik", q, lam, q)
+
+
+def check_pairs(g: np.ndarray, lam: jax.Array, w: jax.Array, p: int, *, resolvable: int | None = None) -> None:
+  """Eigenvalues against NumPy (relative to lam_1), residuals, orthonormality; eigenvectors of the first
+  `resolvable` pairs (those separated from their neighbours) against NumPy's up to sign."""
+  ref_lam, ref_w = np.linalg.eigh(g.astype(np.float64))
+  ref_lam, ref_w = ref_lam[..., ::-1][..., :p], ref_w[..., ::-1][..., :p]
+  lam, w = np.asarray(lam, np.float64), np.asarray(w, np.float64)
+  eps = float(jnp.finfo(jnp.asarray(g).dtype).eps)
+  scale = np.maximum(ref_lam[..., :1], 1e-300)
+  assert np.all(np.abs(lam - ref_lam) <= 64 * eps * g.shape[-1] * scale), np.max(np.abs(lam - ref_lam) / scale)
+  residual = np.linalg.norm(np.einsum("...ij,...jp->...ip", g, w) - w * lam[..., None, :], axis=-2)
+  assert np.all(residual <= 2 * eig.tolerance(g.dtype) * scale + 1e-300)
+  gram = np.einsum("...ip,...iq->...pq", w, w)
+  np.testing.assert_allclose(gram, np.broadcast_to(np.eye(p), gram.shape), atol=32 * eps * g.shape[-1])
+  if resolvable:
+    cos = np.abs(np.einsum("...ip,...ip->...p", w[..., :resolvable], ref_w[..., :resolvable]))
+    assert np.all(cos >= 1 - 1e3 * eps), cos.min()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_subspace_matches_numpy_on_decaying_spectra(dtype):
+  rng = np.random.default_rng(0)
+  lam = 0.7 ** np.arange(64)
+  g = gram_with_spectrum(rng, lam).astype(dtype)
+  with jax.enable_x64(dtype == np.float64):
+    for p in (1, 2, 5):
+      out = jax.jit(eig.subspace_eigh, static_argnums=1)(g, p)
+      assert out[0].dtype == dtype
+      check_pairs(g, *out, p, resolvable=p)
+      # No fallback involved: float32 passes its check after one round, float64's 1e-14 bound takes more.
+      converged = eig.subspace_rounds(jnp.asarray(g), p, 1 if dtype == np.float32 else eig.MAX_ROUNDS)[2]
+      assert bool(jnp.all(converged))
+
+
+@pytest.mark.parametrize("case", ["tie_at_p", "tiny_gap_at_p", "tie_in_kept", "rank_deficient", "all_zero",
+                                  "dynamic_range_1e6"])
+@pytest.mark.parametrize("solver", ["subspace", "eigh"])
+def test_hard_spectra(case, solver):
+  """Ties and tiny gaps at the truncation (k+1 vs k+2), ties inside the kept pairs, rank-deficient and all-zero
+  matrices, and singular values spanning 1e6 (eigenvalues 1e12): pairs stay exact where they are determined."""
+  rng = np.random.default_rng(1)
+  r, p = 48, 2
+  base = 0.6 ** np.arange(r)
+  lam, resolvable = base.copy(), p
+  if case == "tie_at_p":
+    lam[2] = lam[1]
+    resolvable = 1
+  elif case == "tiny_gap_at_p":
+    lam[2] = lam[1] * (1 - 1e-5)
+    resolvable = 1
+  elif case == "tie_in_kept":
+    lam[1] = lam[0]
+    resolvable = 0
+  elif case == "rank_deficient":
+    lam[3:] = 0
+  elif case == "all_zero":
+    lam[:] = 0
+    resolvable = 0
+  elif case == "dynamic_range_1e6":
+    lam = np.logspace(0, -12, r)  # singular values from 1 to 1e-6
+  g = gram_with_spectrum(rng, lam).astype(np.float32)
+  out = jax.jit(eig.top_eigh, static_argnums=(1, 2))(g, p, solver)
+  assert all(bool(jnp.all(jnp.isfinite(a))) for a in out)
+  check_pairs(g, *out, p, resolvable=resolvable)
+
+
+def test_a_batch_that_does_not_converge_falls_back_to_eigh():
+  """A flat spectrum (lam_{p+EXTRA+1} / lam_p near 1) fails the residual check after one round: the batch then gets
+  `eigh`'s pairs exactly, and the other matrices of the batch are not left wrong."""
+  rng = np.random.default_rng(2)
+  flat = gram_with_spectrum(rng, 1 - 0.001 * np.arange(40), batch=1)
+  easy = gram_with_spectrum(rng, 0.5 ** np.arange(40), batch=3)
+  g = np.concatenate([easy, flat]).astype(np.float32)
+  assert not bool(jnp.all(eig.subspace_rounds(jnp.asarray(g), 2, 1)[2]))
+  lam, w = jax.jit(lambda g: eig.subspace_eigh(g, 2, max_rounds=1))(g)
+  ref = eig.full_eigh(jnp.asarray(g), 2)
+  np.testing.assert_array_equal(np.asarray(lam), np.asarray(ref[0]))
+  np.testing.assert_array_equal(np.asarray(w), np.asarray(ref[1]))
+
+
+def test_auto_rule_and_errors():
+  assert eig.resolve("auto", 64, 2) == "subspace" and eig.resolve("auto", 16, 2) == "eigh"
+  assert eig.resolve("auto", 8, 2) == "eigh"  # the block would be the whole matrix
+  assert eig.resolve("eigh", 64, 2) == "eigh"
+  with pytest.raises(ValueError, match="valid: auto, eigh, subspace"):
+    eig.resolve("lanczos", 64, 2)
+  with pytest.raises(ValueError, match="solver"):
+    svd.truncated_svd(jnp.ones((4, 3)), 1, solver="lanczos")
+
+
+def _cuda_calls(fn, *shapes) -> list[str]:
+  exported = jax.export.export(jax.jit(fn), platforms=["cuda"])(*[jax.ShapeDtypeStruct(s, jnp.float32)
+                                                                  for s in shapes])
+  return [line for line in exported.mlir_module().splitlines() if "custom_call" in line]
+
+
+def test_cuda_lowering_keeps_large_matrices_off_one_call_per_matrix_syevd():
+  """Exported for CUDA from this CPU: the 64 x 64 fallback is the batched Jacobi kernel (algorithm = 2), every
+  other syevd is at most 32 x 32 (jaxlib batches those), whatever the machine that traces it."""
+  calls = _cuda_calls(lambda g: eig.top_eigh(g, 2), (128, 64, 64))
+  syevd = [c for c in calls if "cusolver_syevd_ffi" in c]
+  assert syevd and any("algorithm = 2" in c for c in syevd)
+  for c in syevd:
+    assert "algorithm = 2" in c or "tensor<128x8x8xf32>" in c, c  # the Rayleigh-Ritz block is m x m = 8 x 8
+  calls = _cuda_calls(lambda g: eig.top_eigh(g, 2, "eigh"), (128, 64, 64))
+  assert all("algorithm = 2" in c for c in calls if "cusolver_syevd_ffi" in c)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real taps: the committed regime teacher on bundled images.
+
+
+@pytest.fixture(scope="module")
+def real_taps():
+  """The regime table's trained teacher (committed checkpoint) on 64 bundled digit images, upsampled to 32x32."""
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+
+  from svdkd_jax import networks  # pylint: disable=g-import-not-at-top
+  from svdkd_jax import parallel  # pylint: disable=g-import-not-at-top
+  step_dir = ROOT / "experiments/results/regime_runs/regime_cifar10/teacher/seed0/checkpoints/3120"
+  assert step_dir.is_dir(), f"{step_dir} is part of the repository"
+  net = networks.restore(str(step_dir), "vgg_teacher", 0.25, 10, mesh=parallel.create_mesh())
+  digits = datasets.load_digits().images[:64] / 16.0  # [64, 8, 8] in [0, 1]
+  x = np.repeat(np.repeat(digits, 4, axis=1), 4, axis=2)[..., None].repeat(3, axis=-1)
+  _, taps, _ = networks.apply(net, net.variables, jnp.asarray((x - 0.5) / 0.25, jnp.float32))
+  return [np.asarray(t) for t in taps]
+
+
+def test_real_taps_converge_in_one_round_and_match_numpy(real_taps):
+  """Nearly every real tap passes the residual check after one round (the rest take more rounds or `eigh`), and the
+  solver's pairs match NumPy's on all of them."""
+  for tap in real_taps:
+    b, h, w, d = tap.shape
+    m = tap.reshape(b, h * w, d)
+    g = np.einsum("bmi,bmj->bij", m, m) if h * w >= d else np.einsum("bim,bjm->bij", m, m)
+    g = (g / np.max(np.abs(m), axis=(1, 2))[:, None, None] ** 2).astype(np.float32)
+    if g.shape[-1] <= 2 + eig.EXTRA:
+      continue  # 2x2x128: a 4 x 4 Gram matrix, always "eigh"
+    for p in (1, 2):
+      converged = eig.subspace_rounds(jnp.asarray(g), p, 1)[2]
+      assert float(jnp.mean(converged)) >= 0.95, (tap.shape, p)
+      check_pairs(g, *eig.subspace_eigh(jnp.asarray(g), p), p)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Gradients from the kept pairs against the gradient of a full eigh.
+
+
+def eigh_reference(x: jax.Array, k: int):
+  """truncated_svd's forward written with a full `jnp.linalg.eigh`, differentiated by JAX's own rules."""
+  c = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True))
+  xs = x / c
+  tall = x.shape[-2] >= x.shape[-1]
+  g = jnp.swapaxes(xs, -1, -2) @ xs if tall else xs @ jnp.swapaxes(xs, -1, -2)
+  _, w = jnp.linalg.eigh(g)
+  base = w[..., ::-1][..., :k]
+  y = xs @ base if tall else jnp.swapaxes(xs, -1, -2) @ base
+  s = jnp.linalg.norm(y, axis=-2)
+  u, v = (y / s[..., None, :], base) if tall else (base, y / s[..., None, :])
+  neg = -jnp.min(v, axis=-2, keepdims=True) > jnp.max(v, axis=-2, keepdims=True)
+  sign = jax.lax.stop_gradient(jnp.where(neg, -1.0, 1.0))
+  return u * sign, s * c[..., 0], v * sign
+
+
+SHAPES = [(256, 64), (64, 128), (16, 256), (4, 512), (100, 40)]
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
+@pytest.mark.parametrize("mode", svd.GRAD_MODES)
+def test_kept_pairs_gradient_equals_the_eigh_based_one(dtype, tol, mode):
+  """`exact` from the kept pairs (resolvent on their complement) equals the gradient through a full `eigh`; the
+  truncated modes are the same whichever solver finds the pairs. 1e-10 in float64, 1e-4 (relative) in float32."""
+  rng = np.random.default_rng(3)
+  with jax.enable_x64(dtype == np.float64):
+    for hw, d in SHAPES:
+      x = np.maximum(rng.standard_normal((3, hw, 6)) @ rng.standard_normal((3, 6, d)), 0)
+      x = (x + 0.05 * rng.standard_normal(x.shape)).astype(dtype)
+      cts = [jnp.asarray(rng.standard_normal(a.shape), dtype) for a in eigh_reference(jnp.asarray(x), 2)]
+      loss = lambda f: lambda x: sum(jnp.sum(a * c) for a, c in zip(f(x), cts))
+      if mode == "exact":
+        reference = jax.grad(loss(lambda x: eigh_reference(x, 2)))(jnp.asarray(x))
+      else:
+        reference = jax.grad(loss(lambda x: svd.truncated_svd(x, 2, grad_mode=mode, solver="eigh")))(jnp.asarray(x))
+      for solver in ("eigh", "subspace"):
+        ours = jax.grad(loss(lambda x: svd.truncated_svd(x, 2, grad_mode=mode, solver=solver)))(jnp.asarray(x))
+        err = float(jnp.linalg.norm(ours - reference) / jnp.linalg.norm(reference))
+        assert err <= tol, (hw, d, solver, err)
+
+
+@pytest.mark.parametrize("case", ["tie_at_p", "rank_deficient", "all_zero"])
+def test_exact_gradient_is_finite_on_degenerate_maps(case):
+  rng = np.random.default_rng(4)
+  a, b = rng.standard_normal((2, 64, 3)), rng.standard_normal((2, 3, 48))
+  x = a @ b
+  if case == "tie_at_p":  # singular values 2, 1, 1: the second and third tie
+    x = np.zeros((2, 64, 48))
+    x[:, 0, 0], x[:, 1, 1], x[:, 2, 2] = 2, 1, 1
+  elif case == "all_zero":
+    x = np.zeros((2, 64, 48))
+  x = jnp.asarray(x, jnp.float32)
+  for solver in eig.SOLVERS:
+    grad = jax.grad(lambda x: jnp.sum(svd.truncated_svd(x, 2, solver=solver)[2] ** 3))(x)
+    assert bool(jnp.all(jnp.isfinite(grad))), (case, solver)
