@@ -27,6 +27,7 @@ CHOICES = {
     "teacher.weights": ("trained", "random"),
     "distill.svd_grad": ("exact", "kept_triplets", "released_code"),
     "distill.loss_scale": ("sum", "mean"),
+    "distill.svd_solver": ("auto", "eigh", "subspace"),
     "distill.teacher_images": ("same", "deranged"),
     "distill.mechanism": ("1stage", "2stage"),
     "combine.rule": ("clip_per_tensor", "rescale_per_tensor", "sum", "clip_global_norm"),
@@ -100,6 +101,9 @@ def _distill() -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
   distill.svd_grad = "exact"
   # kd_svd: sum (per-image losses summed over the batch, x 1/2 x sqrt(k), as the released code) | mean (averaged).
   distill.loss_scale = "sum"
+  # kd_svd's top-k eigensolver of the Gram matrices (svdkd_jax/eig.py): auto (subspace iteration for Gram matrices
+  # above 24 x 24, else eigh; the same rule on every backend) | eigh | subspace. Results differ in the last bits.
+  distill.svd_solver = "auto"
   distill.temperature = 4.0  # soft_target
   # same: each student image is compared with the teacher's outputs on the same image. deranged: on another image
   # of the batch (a seeded derangement per step, no image paired with itself), a control for the teacher's knowledge.

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from svdkd_jax import eig
 from svdkd_jax import svd
 
 Array = jax.Array
@@ -100,16 +101,18 @@ def _dfv_k_major(front: Array, back: Array, beta: float) -> Array:
   return jnp.exp(-jnp.square(front[:, :, :, None] - back[:, :, None, :]) / beta)
 
 
-def _aligned_features(student: Array, teacher: Array, k: int, grad_mode: str) -> tuple[Array, Array]:
+def _aligned_features(student: Array, teacher: Array, k: int, grad_mode: str,
+                      solver: str) -> tuple[Array, Array]:
   """One tap: `[B, H, W, D]` x2 -> aligned, weighted right singular vectors `[B, D, k]` x2 (docs/method.md 3)."""
   b, h, w, d = student.shape
   _, th, tw, _ = teacher.shape
-  _, _, student_v = svd.truncated_svd(student.reshape(b, h * w, d), k + 1, grad_mode=grad_mode)
-  _, teacher_s, teacher_v = svd.truncated_svd(teacher.reshape(b, th * tw, d), k, grad_mode=grad_mode)
+  _, _, student_v = svd.truncated_svd(student.reshape(b, h * w, d), k + 1, grad_mode=grad_mode, solver=solver)
+  _, teacher_s, teacher_v = svd.truncated_svd(teacher.reshape(b, th * tw, d), k, grad_mode=grad_mode, solver=solver)
   return svd.align(student_v, teacher_v, teacher_s)
 
 
-def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale: str = "sum") -> DistillFn:
+def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale: str = "sum",
+           svd_solver: str = "auto") -> DistillFn:
   """KD-SVD (Lee, Kim, Song, ECCV 2018) as in the authors' released code (docs/method.md 2-4).
 
   Per tap l, each sample's map `M = reshape(F, [HW, D])` is decomposed: the student keeps k+1 right singular
@@ -127,6 +130,7 @@ def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale
     loss_scale: "sum": the per-sample losses are summed over the batch (the released code; the gradient clipping
       of `optim.combine_gradients` sets the effective scale). "mean": averaged over the batch instead, i.e. exactly
       the "sum" loss divided by B (the 1/2 * sqrt(k) factor is kept).
+    svd_solver: the Gram matrices' top-k eigensolver, one of `eig.SOLVERS` (svdkd_jax/eig.py).
 
   Returns:
     `fn(student_taps, teacher_taps, student_logits, teacher_logits) -> (loss, {"pair_l": loss of pair l})`.
@@ -144,6 +148,8 @@ def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale
     raise ValueError(f"kd_svd: unknown svd_grad {svd_grad!r}; valid: {', '.join(SVD_GRADS)}.")
   if loss_scale not in LOSS_SCALES:
     raise ValueError(f"kd_svd: unknown loss_scale {loss_scale!r}; valid: {', '.join(LOSS_SCALES)}.")
+  if svd_solver not in eig.SOLVERS:
+    raise ValueError(f"kd_svd: unknown svd_solver {svd_solver!r}; valid: {', '.join(eig.SOLVERS)}.")
   k = int(k)
   scale = 0.5 * math.sqrt(k)
 
@@ -156,7 +162,7 @@ def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale
           raise ValueError(
               f"kd_svd: tap {i} {who} map {x.shape} has min(H*W, D) = {min(x.shape[1] * x.shape[2], x.shape[3])} "
               f"< k + 1 = {k + 1} singular vectors; lower k or tap a larger feature map.")
-    feats = [_aligned_features(_as_float(s), jax.lax.stop_gradient(_as_float(t)), k, grad_mode)
+    feats = [_aligned_features(_as_float(s), jax.lax.stop_gradient(_as_float(t)), k, grad_mode, svd_solver)
              for s, t in zip(student_taps, teacher_taps)]
     # Per-sample guard: a non-finite decomposition must not poison the batch (its loss and gradient become 0).
     finite = jnp.all(jnp.stack([jnp.isfinite(f).all(axis=(1, 2)) for pair in feats for f in pair]), axis=0)
@@ -270,7 +276,7 @@ class Method:
 
 _REGISTRY: dict[str, Method] = {
     "none": Method(none),
-    "kd_svd": Method(kd_svd, ("k", "beta", "svd_grad", "loss_scale")),
+    "kd_svd": Method(kd_svd, ("k", "beta", "svd_grad", "loss_scale", "svd_solver")),
     "fsp": Method(fsp),
     "soft_target": Method(soft_target, ("temperature",)),
 }

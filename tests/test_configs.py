@@ -391,7 +391,8 @@ def test_distillation_options_must_be_read_by_the_method():
   with pytest.raises(ValueError) as e:
     run_config.validate_run(config)
   assert str(e.value) == ("config.distill.temperature=2.0 is not read by distill.method='kd_svd' (it reads k, beta, "
-                          "svd_grad, loss_scale): leave it at its default 4.0, or choose a method that reads it.")
+                          "svd_grad, loss_scale, svd_solver): leave it at its default 4.0, or choose a method that "
+                          "reads it.")
   config.distill.method = "kd_svd+soft_target"
   run_config.validate_run(config)
   config = recipes.quickstart("fsp")
@@ -421,7 +422,7 @@ def test_a_config_distill_key_no_method_declares_is_refused(monkeypatch):
   with config.unlocked():
     config.distill.gamma = 1.0
   with pytest.raises(ValueError, match=r"^config.distill.gamma is an option of no distillation method \(their "
-                                       r"options: beta, k, loss_scale, svd_grad, temperature\).$"):
+                                       r"options: beta, k, loss_scale, svd_grad, svd_solver, temperature\).$"):
     run_config.validate_run(config)
   monkeypatch.undo()
   from svdkd_jax import distill  # pylint: disable=g-import-not-at-top

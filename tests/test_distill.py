@@ -169,8 +169,8 @@ def test_kd_svd_teacher_sign_flip_leaves_loss_unchanged(monkeypatch):
     original = svd.truncated_svd
     teacher_calls = []
 
-    def flipped(x, k, *, grad_mode="paper"):
-      u, sig, v = original(x, k, grad_mode=grad_mode)
+    def flipped(x, k, *, grad_mode="paper", solver="auto"):
+      u, sig, v = original(x, k, grad_mode=grad_mode, solver=solver)
       if k == 2:  # the teacher's call (the student asks for k + 1 = 3)
         sign = jnp.ones(k).at[jnp.array(flip_columns[len(teacher_calls)])].set(-1.0)
         teacher_calls.append(x.shape)
@@ -276,7 +276,7 @@ def test_registry_errors_list_valid_choices():
 
 def test_from_config_picks_the_method_options():
   cfg = ml_collections.ConfigDict(dict(method="soft_target", k=1, beta=8.0, svd_grad="exact", loss_scale="sum",
-                                       temperature=2.0, mechanism="1stage", init_epochs=0))
+                                       svd_solver="auto", temperature=2.0, mechanism="1stage", init_epochs=0))
   zs, zt = jnp.array([[0.0, 1.0]]), jnp.array([[1.0, 0.0]])
   np.testing.assert_allclose(float(distill.from_config(cfg)(None, None, zs, zt)[0]),
                              float(distill.get("soft_target", temperature=2.0)(None, None, zs, zt)[0]))
@@ -308,7 +308,8 @@ def test_methods_joined_by_plus_sum_their_losses_with_their_own_options():
   assert float(kd) > 0 and float(st) > 0
   assert set(aux) == {"kd_svd/pair_0", "soft_target/kl"}
   np.testing.assert_allclose(float(aux["kd_svd/pair_0"]), float(kd_aux["pair_0"]), rtol=1e-6)
-  assert distill.option_names("kd_svd+soft_target") == ("k", "beta", "svd_grad", "loss_scale", "temperature")
+  assert distill.option_names("kd_svd+soft_target") == ("k", "beta", "svd_grad", "loss_scale", "svd_solver",
+                                                       "temperature")
   assert distill.is_method("fsp+soft_target") and not distill.is_method("fsp+fsp")
   assert not distill.is_method("fsp+bogus")
   with pytest.raises(ValueError, match="unknown distillation method 'fsp\\+bogus'"):
@@ -324,7 +325,7 @@ def test_registry_declares_what_each_method_takes():
   for name in distill.NAMES:
     method = distill._REGISTRY[name]
     assert distill.option_names(name) == tuple(inspect.signature(method.build).parameters), name
-  assert distill.all_option_names() == ("k", "beta", "svd_grad", "loss_scale", "temperature")
+  assert distill.all_option_names() == ("k", "beta", "svd_grad", "loss_scale", "svd_solver", "temperature")
 
 
 def test_svd_grad_names_are_the_svd_modes_they_name(monkeypatch):
