@@ -12,15 +12,20 @@ weights). Cases:
                        distillation pullback through the student, per-tensor clipping. What any feature distillation
                        with the released clipping rule costs before its own loss: the floor KD-SVD is measured against
   fsp                  FSP, 1-stage
-  kd_svd_<mode>        KD-SVD (k = 1, 4 taps), svd_grad = paper | exact | sskd_code, 1-stage
+  kd_svd_<mode>        KD-SVD (k = 1, 4 taps), svd_grad = paper | exact | sskd_code, 1-stage, the default eigensolver
+                       (distill.svd_solver = "auto": subspace iteration for Gram matrices above 24 x 24)
+  kd_svd_<mode>@eigh   the same with svd_solver = "eigh" (a full eigendecomposition, kept pairs' backward)
+  kd_svd_<mode>@before with `--before COMMIT`: the same step with that commit's svdkd_jax/svd.py (read with
+                       `git show`), so the code before a change is timed in the same run as after it
   teacher              the teacher trained alone (a T-DNN run; for sizing experiment tables)
 Cases are timed round-robin (`--rounds` rounds of `--steps` steps after a compile + warm-up step, odd rounds in
 reverse order): each rate is the median over rounds, and each relative time the median over rounds of the ratio
 within a round, so load from other processes on a shared machine hits the cases compared alike.
 
 Then, unless `--no-breakdown`, where KD-SVD's extra time goes: its loss alone on random ReLU maps of the step's tap
-shapes, in ms per step (median over rounds, also round-robin): "gram+eigh" (the Gram matrices and their `eigh`,
-student and teacher, as `svd.truncated_svd`'s forward computes them), "svd fwd" (the whole truncated SVDs),
+shapes, in ms per step (median over rounds, also round-robin): "gram+eigh" and "gram+auto" (the Gram
+matrices' top-k by a full `eigh` and by the default solver, student and teacher), "svd fwd" (the whole truncated
+SVDs with the default solver),
 "loss fwd" (+ alignment and DFV), "loss fwd+bwd <mode>" (+ the gradient to the student taps; the step then carries
 it through the student like the floor does) and "floor fwd+bwd".
 
@@ -39,8 +44,10 @@ import statistics
 import sys
 import time
 
-CASES = ("student", "student+teacher", "floor", "fsp", "kd_svd_paper", "kd_svd_exact", "kd_svd_sskd_code", "teacher")
 MODES = ("paper", "exact", "sskd_code")
+CASES = ("student", "student+teacher", "floor", "fsp", *(f"kd_svd_{m}" for m in MODES),
+         *(f"kd_svd_{m}@eigh" for m in MODES), "teacher")
+BEFORE_CASES = tuple(f"kd_svd_{m}@before" for m in MODES)
 TARGET = 0.10  # KD-SVD's time per step over the floor's
 NUM_CLASSES, STEPS_PER_EPOCH = 100, 390
 
@@ -55,6 +62,7 @@ def parse_args(argv=None):
                  help="force N host CPU devices (sets XLA_FLAGS before jax starts; 0 = leave as is)")
   p.add_argument("--cases", default="", help="comma-separated subset of the cases (default: all)")
   p.add_argument("--no-breakdown", dest="breakdown", action="store_false", help="skip the KD-SVD loss breakdown")
+  p.add_argument("--before", default="", help="a commit whose svd.py is timed too (the @before cases; needs git)")
   return p.parse_args(argv)
 
 
@@ -93,11 +101,35 @@ def relative(times: dict[str, list[float]], base: str) -> dict[str, float]:
 
 def _config(case: str, args):
   from svdkd_jax import config_files
+  case, _, solver = case.partition("@")
   variant = {"student+teacher": "student", "floor": "student", "kd_svd_paper": "kd_svd"}.get(case, case)
   config = config_files.get_config(f"{os.path.join(os.path.dirname(__file__), '..', 'configs', 'cifar100_vgg.py')}:{variant}")
   config.model.width = config.teacher.width = args.width
   config.train.batch_size = args.batch
+  if solver in ("eigh", "subspace"):
+    config.distill.svd_solver = solver
   return config
+
+
+def load_before(commit: str):
+  """`svdkd_jax/svd.py` as of `commit`, as a module with today's `truncated_svd` signature (None without git)."""
+  import importlib.util
+  import subprocess
+  import tempfile
+  import types
+  try:
+    source = subprocess.run(["git", "show", f"{commit}:svdkd_jax/svd.py"], check=True, capture_output=True,
+                            text=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout
+  except (OSError, subprocess.CalledProcessError):
+    return None
+  with tempfile.NamedTemporaryFile("w", suffix="_svd_before.py", delete=False) as f:
+    f.write(source)
+  spec = importlib.util.spec_from_file_location("svd_before", f.name)
+  old = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(old)
+  return types.SimpleNamespace(
+      GRAD_MODES=old.GRAD_MODES, align=old.align,
+      truncated_svd=lambda x, k, *, grad_mode="exact", solver="auto": old.truncated_svd(x, k, grad_mode=grad_mode))
 
 
 def _with_teacher_forward(student_step, teacher, mean, std):
@@ -117,8 +149,10 @@ def _with_teacher_forward(student_step, teacher, mean, std):
   return jax.jit(step, donate_argnums=0)
 
 
-def step_runs(cases: list[str], args, mesh, batch) -> dict[str, Callable[[], None]]:
-  """Per case, a compiled train step (one step run now) and a closure running `args.steps` more steps."""
+def step_runs(cases: list[str], args, mesh, batch, before=None) -> dict[str, Callable[[], None]]:
+  """Per case, a compiled train step (one step run now) and a closure running `args.steps` more steps.
+
+  `before` (see `load_before`) stands in for `svd` while the @before cases are traced."""
   import jax
   import numpy as np
   from svdkd_jax import distill, networks, steps, train
@@ -138,7 +172,12 @@ def step_runs(cases: list[str], args, mesh, batch) -> dict[str, Callable[[], Non
       step = steps.make_train_step(config, student, tx, teacher=teacher, **kwargs)
     t_vars = train.teacher_vars(teacher)
     start = time.perf_counter()
-    state, metrics = step(state, t_vars, batch)  # compile + first step
+    current_svd = distill.svd
+    distill.svd = before if case.endswith("@before") else current_svd  # read when the step is traced, just below
+    try:
+      state, metrics = step(state, t_vars, batch)  # compile + first step
+    finally:
+      distill.svd = current_svd
     jax.block_until_ready(state)
     print(f"{case:<18} compiled + 1 step in {time.perf_counter() - start:6.1f} s  (loss {float(metrics['loss']):.3f})",
           flush=True)
@@ -158,26 +197,28 @@ def loss_breakdown(args, rounds: int) -> dict[str, float]:
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from svdkd_jax import distill, models, svd
+  from svdkd_jax import distill, eig, models, svd
 
   student = nnx.eval_shape(lambda: models.create("vgg_student", NUM_CLASSES, rngs=nnx.Rngs(0), width=args.width))
   shapes = [(args.batch, *shape) for shape in models.tap_shapes(student)]  # the teacher's are equal
   rng = np.random.default_rng(0)
   s_taps, t_taps = ([jnp.asarray(np.maximum(rng.standard_normal(s), 0), jnp.float32) for s in shapes] for _ in "st")
 
-  def gram_eigh(taps):
+  def gram_topk(taps, k, solver):
     out = []
     for m in (t.reshape(t.shape[0], -1, t.shape[-1]) for t in taps):
       tall = m.shape[-2] >= m.shape[-1]
-      out.append(jnp.linalg.eigh(jnp.einsum("bmi,bmj->bij" if tall else "bim,bjm->bij", m, m))[0])
+      out.append(eig.top_eigh(jnp.einsum("bmi,bmj->bij" if tall else "bim,bjm->bij", m, m), k, solver)[1])
     return out
 
   def svd_fwd(s, t):
     return [svd.truncated_svd(m.reshape(m.shape[0], -1, m.shape[-1]), k)[2] for taps, k in ((s, 2), (t, 1))
             for m in taps]
 
-  fns = {"gram+eigh": lambda s, t: gram_eigh(s) + gram_eigh(t), "svd fwd": svd_fwd,
-         "loss fwd": lambda s, t: distill.kd_svd(k=1)(s, t, None, None)[0]}
+  fns = {f"gram+{solver}": lambda s, t, solver=solver: gram_topk(s, 2, solver) + gram_topk(t, 1, solver)
+         for solver in ("eigh", "auto")}
+  fns.update({"svd fwd": svd_fwd,
+         "loss fwd": lambda s, t: distill.kd_svd(k=1)(s, t, None, None)[0]})
   losses = {**{f"loss fwd+bwd {m}": distill.kd_svd(k=1, svd_grad=m) for m in MODES}, "floor fwd+bwd": floor_loss}
   for name, fn in losses.items():
     fns[name] = lambda s, t, fn=fn: jax.grad(lambda s: fn(s, t, None, None)[0])(s)
@@ -228,10 +269,14 @@ def main(argv=None) -> dict:
   import numpy as np
   from svdkd_jax import input_pipeline, parallel
 
-  cases = [c.strip() for c in args.cases.split(",") if c.strip()] or list(CASES)
-  unknown = sorted(set(cases) - set(CASES))
+  before = load_before(args.before) if args.before else None
+  if args.before and before is None:
+    raise SystemExit(f"--before {args.before}: git cannot show svdkd_jax/svd.py at that commit")
+  valid = CASES + (BEFORE_CASES if before else ())
+  cases = [c.strip() for c in args.cases.split(",") if c.strip()] or list(valid)
+  unknown = sorted(set(cases) - set(valid))
   if unknown:
-    raise SystemExit(f"unknown case(s) {unknown}; valid: {', '.join(CASES)}")
+    raise SystemExit(f"unknown case(s) {unknown}; valid: {', '.join(valid)}")
   mesh = parallel.create_mesh()
   parallel.check_batch_size(args.batch, mesh, "--batch")
   rng = np.random.default_rng(0)
@@ -239,7 +284,7 @@ def main(argv=None) -> dict:
       {"image": rng.integers(0, 256, (args.batch, 32, 32, 3), dtype=np.uint8),
        "label": rng.integers(0, NUM_CLASSES, (args.batch,), dtype=np.int32)},
       parallel.data_sharding(mesh))
-  runs = step_runs(cases, args, mesh, batch)
+  runs = step_runs(cases, args, mesh, batch, before)
   times = round_robin(runs, args.rounds, lambda r, last: print(
       f"round {r + 1}/{args.rounds}: " + "  ".join(f"{c} {args.batch * args.steps / last[c]:.1f}" for c in runs),
       flush=True))

@@ -534,11 +534,10 @@ def test_notebook_is_valid_and_names_existing_configs_variants_and_modules():
   nbformat.validate(nb)
   assert nb.nbformat == 4
   code = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
-  config = re.search(r'^CONFIG = "([^"]+)"', code, re.M).group(1)
+  config, student = re.search(r'^CONFIG, STUDENT = "([^"]+)", "(\w+)"', code, re.M).groups()
   assert (ROOT / config).is_file()
-  variants = re.findall(r"--config=\{CONFIG\}:(\w+)", code)
-  assert set(variants) == {"teacher", "kd_svd"}
-  for v in variants:
+  assert set(re.findall(r"--config=\{CONFIG\}:\{?(\w+)", code)) == {"teacher", "STUDENT"}
+  for v in ("teacher", student):
     load(ROOT / config).get_config(v)
   text = code + "\n".join(cell.source for cell in nb.cells)
   for path in set(re.findall(r"configs/\w+\.py", text)):
@@ -547,7 +546,7 @@ def test_notebook_is_valid_and_names_existing_configs_variants_and_modules():
   assert modules == {"svdkd_jax.main"}
   for module in modules:
     assert importlib.util.find_spec(module) is not None, module
-  assert "--config.teacher.workdir={TEACHER_DIR}" in code and "--config.data.data_dir={DATA_DIR}" in code
+  assert "--config.teacher.workdir={TEACHER_DIR}" in code and '"--config.data.data_dir={DATA_DIR}"' in code
   assert "tfds build cifar100" in code and "metrics.jsonl" in code
 
 
