@@ -1,23 +1,30 @@
-r"""The regime table's results: paired verdicts on KD-SVD vs S-DNN per label budget, a JSON file, plots, README block.
+r"""The regime tables' results: the paired comparisons of experiments/gain_plan.md, a JSON file, plots, README block.
 
   python experiments/regime_report.py [--root experiments/results/regime_runs] [--out experiments/results] \
       [--readme README.md]
 
 Reads the workdirs that experiments/run_table.py leaves in `ROOT/<table>/<variant>/seed<N>/` (summary.json,
-metrics.jsonl, run.log; no checkpoints needed). One table per label budget. Writes:
-  OUT/regime_table.json   {table: {"labels_per_class": N or null, "rows": {method: {"seeds", "last", "best"}}}},
-                          accuracies in percent
-  OUT/regime_table.md     per table: mean +- std per method, the paired differences and verdicts, the S-DNN vs
-                          KD-SVD train/eval gap, the distillation/main gradient ratio, the KD-SVD loss per tap
-                          pair, wall times and commands
+metrics.jsonl, config.json, run.log; no checkpoints needed). One table per folder: `regime_cifar10` (all labels),
+`regime_cifar10_labels250`, `regime_cifar10_stride` (the stride student, with `regime_cifar10`'s teacher),
+`regime_cifar10_labels50`. Works on whatever runs are complete and lists the plan's runs still pending. Writes:
+  OUT/regime_table.json   {table: {"labels_per_class": N or null, "student_model": name, "rows": {method: {"seeds",
+                          "last", "best"}}, "comparisons": [{"a", "b", "seeds", "diffs", "mean", "se",
+                          "planned_seeds", "verdict"}]}}, accuracies in percent ("best" is selected on the test split
+                          and enters no comparison)
+  OUT/regime_table.md     per table: last-epoch accuracy per method, every comparison with its verdict, the S-DNN vs
+                          KD-SVD train/eval gap, the distillation/main gradient ratio, the KD-SVD loss per tap pair,
+                          wall times and commands, pending runs
+  OUT/regime_diffs.png    every comparison as one row: per-seed paired differences, mean with a 2 SE bar, verdict
   OUT/regime_curves.png   eval accuracy by epoch, mean over seeds with a min-max band, one panel per table
   OUT/regime_gap.png      S-DNN against both KD-SVD exact rows: training-batch accuracy (labelled images, train
                           mode) and eval accuracy by epoch
   --readme FILE           the compact tables and verdicts, between FILE's `<!-- regime-table ... -->` markers
 
-The verdict rule, fixed before the runs: for each KD-SVD row, d_i = last-epoch accuracy of KD-SVD seed i minus that
-of S-DNN seed i (same data order and initialisation), over the seeds both have. **Confirmed** if mean(d) > 2 x its
-standard error and every d_i > 0; **refuted in this regime** if mean(d) <= 0; **inconclusive** otherwise.
+The verdict rule, fixed before the runs: for a comparison "A vs B", d_i = last-epoch test accuracy of A seed i minus
+that of B seed i (same data order and initialisation), over the seeds both have. **Confirmed** (A above B) if
+mean(d) > 2 x its standard error and every d_i > 0; **refuted in this regime** if mean(d) <= 0; **inconclusive**
+otherwise; **pending** while fewer than 3 seeds are paired. The headline is last-epoch accuracy: "+-" after an
+accuracy is the SD over seeds, after a paired difference the SE of its mean.
 """
 
 import argparse
@@ -32,35 +39,111 @@ from collections.abc import Callable, Sequence
 import report  # experiments/report.py: the workdir readers (this folder is on sys.path when run as a script)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-METHODS = {**report.METHODS, "kd_svd_exact_mean": "KD-SVD, svd_grad=exact, loss_scale=mean"}
-KD_SVD = ("kd_svd_exact", "kd_svd_exact_mean", "kd_svd_sskd_code", "kd_svd")
-BASELINES = ("soft_target", "fsp")
-MIN_SEEDS = 3  # a row's verdict is given from this many paired seeds on (the table asks for 3 or 5 per row)
+# Display order and labels. KD-SVD rows name their svd_grad mode; "+mean" is loss_scale=mean (the per-image batch
+# mean), the others keep the released scale (the per-image losses summed over the batch).
+METHODS = {
+    "teacher": "T-DNN (teacher)",
+    "student": "S-DNN (student alone)",
+    "soft_target": "Soft target",
+    "fsp": "FSP (1-stage)",
+    "kd_svd_sskd_code": "KD-SVD sskd_code (the released gradient)",
+    "kd_svd": "KD-SVD paper (the poster's gradient)",
+    "kd_svd_exact": "KD-SVD exact (released loss scale)",
+    "kd_svd_exact_mean": "KD-SVD exact+mean",
+    "kd_svd_exact_mean_untrained_teacher": "KD-SVD exact+mean, untrained teacher",
+    "kd_svd_exact_mean_deranged": "KD-SVD exact+mean, deranged images",
+    "kd_svd_exact_mean_soft_target": "KD-SVD exact+mean + soft target",
+}
+KD_SVD = ("kd_svd_exact", "kd_svd_exact_mean", "kd_svd_sskd_code", "kd_svd", "kd_svd_exact_mean_untrained_teacher",
+          "kd_svd_exact_mean_deranged", "kd_svd_exact_mean_soft_target")
+STRIDE_STUDENT = "vgg_stride_student"
+SEEDS = (0, 1, 2, 3, 4)
+# experiments/gain_plan.md's rows and seeds per table, the regime table's rows included (its `paper` and `sskd_code`
+# rows keep their 3 seeds). The stride table has no teacher of its own: it reads the all-labels table's.
+ROWS = {
+    "regime_cifar10": {
+        "teacher": (0,), "student": SEEDS, "soft_target": SEEDS, "fsp": SEEDS, "kd_svd_sskd_code": (0, 1, 2),
+        "kd_svd": (0, 1, 2), "kd_svd_exact": SEEDS, "kd_svd_exact_mean": SEEDS,
+        "kd_svd_exact_mean_untrained_teacher": SEEDS, "kd_svd_exact_mean_deranged": SEEDS,
+        "kd_svd_exact_mean_soft_target": SEEDS},
+    "regime_cifar10_labels250": {
+        "teacher": (0,), "student": SEEDS, "soft_target": SEEDS, "fsp": SEEDS, "kd_svd_sskd_code": (0, 1, 2),
+        "kd_svd": (0, 1, 2), "kd_svd_exact": SEEDS, "kd_svd_exact_mean": SEEDS, "kd_svd_exact_mean_soft_target": SEEDS},
+    "regime_cifar10_stride": {
+        "student": SEEDS, "soft_target": SEEDS, "fsp": SEEDS, "kd_svd_exact_mean": SEEDS, "kd_svd": SEEDS,
+        "kd_svd_exact": SEEDS},
+    "regime_cifar10_labels50": {"teacher": (0,), "student": SEEDS, "soft_target": SEEDS, "kd_svd_exact_mean": SEEDS},
+}
+# The plan's comparisons other than "row vs S-DNN", as (table, A, B): A vs B, paired by seed.
+HEAD_TO_HEAD = (
+    ("regime_cifar10", "kd_svd_exact_mean", "kd_svd_exact_mean_untrained_teacher"),
+    ("regime_cifar10", "kd_svd_exact_mean", "kd_svd_exact_mean_deranged"),
+    ("regime_cifar10", "kd_svd_exact_mean", "soft_target"),
+    ("regime_cifar10", "kd_svd_exact_mean", "fsp"),
+    ("regime_cifar10", "kd_svd_exact_mean_soft_target", "soft_target"),
+    ("regime_cifar10_labels250", "kd_svd_exact_mean", "soft_target"),
+    ("regime_cifar10_labels250", "kd_svd_exact_mean", "fsp"),
+    ("regime_cifar10_labels250", "kd_svd_exact_mean_soft_target", "soft_target"),
+    ("regime_cifar10_stride", "kd_svd_exact_mean", "soft_target"),
+    ("regime_cifar10_labels50", "kd_svd_exact_mean", "soft_target"),
+)
+# Every comparison of the plan: each row vs S-DNN (`student`) in every table, then the head-to-head ones.
+COMPARISONS = tuple([(table, v, "student") for table, rows in ROWS.items() for v in rows
+                     if v not in ("teacher", "student")] + list(HEAD_TO_HEAD))
+MIN_SEEDS = 3  # a comparison's verdict is given from this many paired seeds on
 README_BEGIN = "<!-- regime-table: generated by experiments/regime_report.py --readme -->"
 README_END = "<!-- /regime-table -->"
+VERDICT_COLORS = {"confirmed": "tab:green", "refuted in this regime": "tab:red", "inconclusive": "tab:orange",
+                  "pending": "0.55"}
+
+
+def read_tables(root: pathlib.Path) -> dict[str, dict[str, list[report.RunResult]]]:
+  """{table: {variant: runs}}: the plan's tables first, in its order, then any other folder; variants in METHODS
+  order (unknown ones after, sorted)."""
+  names = [p.name for p in root.iterdir() if p.is_dir()]
+  names = [t for t in ROWS if t in names] + sorted(t for t in names if t not in ROWS)
+  tables = {}
+  for name in names:
+    table = report.read_table(root / name)
+    tables[name] = {v: table[v] for v in [v for v in METHODS if v in table] + [v for v in table if v not in METHODS]}
+  return tables
+
+
+def _config(run: report.RunResult) -> dict:
+  """The run's config: its summary's, or (for a run still in progress) the config.json the trainer writes first."""
+  config = run.summary.get("config")
+  if isinstance(config, dict):
+    return config
+  data = report._read_json(pathlib.Path(run.workdir) / "config.json")  # pylint: disable=protected-access
+  return report.config_lib.canonical(data) if data else {}
 
 
 def labels_per_class(table: dict[str, list[report.RunResult]]) -> int | None:
   for runs in table.values():
     for r in runs:
-      data = r.summary.get("config", {}).get("data", {})
+      data = _config(r).get("data", {})
       if "labels_per_class" in data:
         return int(data["labels_per_class"]) or None
   return None
 
 
-def table_json(tables: dict[str, dict[str, list[report.RunResult]]]) -> dict:
-  out = {}
-  for name, table in tables.items():
-    rows = {}
-    for variant, runs in table.items():
-      done = [r for r in runs if r.complete]
-      if not done:
-        continue  # still running
-      rows[variant] = {"seeds": [r.seed for r in done], "last": [round(r.accuracy("last"), 2) for r in done],
-                       "best": [round(r.accuracy("best"), 2) for r in done]}
-    out[name] = {"labels_per_class": labels_per_class(table), "rows": rows}
-  return out
+def student_model(table: dict[str, list[report.RunResult]]) -> str | None:
+  for variant, runs in table.items():
+    for r in runs:
+      name = _config(r).get("model", {}).get("name")
+      if variant != "teacher" and name:
+        return name
+  return None
+
+
+def teacher_table(name: str, table: dict[str, list[report.RunResult]]) -> str:
+  """The table whose teacher the students read (the stride table reads the all-labels table's)."""
+  for variant, runs in table.items():
+    for r in runs:
+      workdir = _config(r).get("teacher", {}).get("workdir")
+      if variant != "teacher" and workdir and len(pathlib.Path(workdir).parts) >= 3:
+        return pathlib.Path(workdir).parts[-3]
+  return name
 
 
 def paired(rows: dict, method: str, base: str = "student", which: str = "last") -> dict | None:
@@ -83,6 +166,50 @@ def paired(rows: dict, method: str, base: str = "student", which: str = "last") 
   else:
     verdict = "inconclusive"
   return {"seeds": seeds, "diffs": [round(x, 2) for x in d], "mean": mean, "sd": sd, "se": se, "verdict": verdict}
+
+
+def _number(x: float | None) -> float | None:
+  """Rounded for the JSON file; None where there is no number (JSON has no NaN)."""
+  return None if x is None or math.isnan(x) else round(x, 3)
+
+
+def planned_seeds(table: str, a: str, b: str) -> int:
+  rows = ROWS.get(table, {})
+  return len(set(rows.get(a, SEEDS)) & set(rows.get(b, SEEDS)))
+
+
+def compare(table: str, rows: dict, a: str, b: str) -> dict:
+  """One comparison "a vs b" on last-epoch accuracy: `paired`'s verdict from MIN_SEEDS paired seeds on, pending
+  before."""
+  p = paired(rows, a, b) or {"seeds": [], "diffs": [], "mean": None, "se": None}
+  planned = planned_seeds(table, a, b)
+  n = len(p["seeds"])
+  return {"a": a, "b": b, "seeds": p["seeds"], "diffs": p["diffs"], "mean": _number(p["mean"]),
+          "se": _number(p["se"]), "planned_seeds": planned,
+          "verdict": p["verdict"] if n >= MIN_SEEDS else f"pending ({n} of {planned} seeds)"}
+
+
+def comparisons(table: str, rows: dict) -> list[dict]:
+  """The plan's comparisons of `table`, rows vs S-DNN first; a row the plan does not list meets S-DNN only."""
+  versus_student = [(a, b) for t, a, b in COMPARISONS if t == table and b == "student"]
+  versus_student += [(v, "student") for v in rows if v not in ROWS.get(table, {}) and v not in ("teacher", "student")]
+  head_to_head = [(a, b) for t, a, b in COMPARISONS if t == table and b != "student"]
+  return [compare(table, rows, a, b) for a, b in versus_student + head_to_head]
+
+
+def table_json(tables: dict[str, dict[str, list[report.RunResult]]]) -> dict:
+  out = {}
+  for name, table in tables.items():
+    rows = {}
+    for variant, runs in table.items():
+      done = [r for r in runs if r.complete]
+      if not done:
+        continue  # still running
+      rows[variant] = {"seeds": [r.seed for r in done], "last": [round(r.accuracy("last"), 2) for r in done],
+                       "best": [round(r.accuracy("best"), 2) for r in done]}
+    out[name] = {"labels_per_class": labels_per_class(table), "student_model": student_model(table),
+                 "teacher_table": teacher_table(name, table), "rows": rows, "comparisons": comparisons(name, rows)}
+  return out
 
 
 def _train_accuracy_by_epoch(run: report.RunResult) -> dict[int, float]:
@@ -136,49 +263,125 @@ def pair_losses(runs: Sequence[report.RunResult]) -> list[float] | None:
   return [statistics.mean(col) for col in zip(*per_run)] if per_run else None
 
 
-def _budget(js_table: dict) -> str:
+def title(js_table: dict) -> str:
+  """The table in words: its label budget, and the student where it is not the VGG one."""
   n = js_table["labels_per_class"]
-  return "all labels" if n is None else f"{n} labels per class"
+  budget = "all labels" if n is None else f"{n} labels per class"
+  return f"stride student, {budget}" if js_table.get("student_model") == STRIDE_STUDENT else budget
 
 
-def verdict_lines(rows: dict) -> list[str]:
+def label(variant: str, js_table: dict | None = None) -> str:
+  if variant == "student" and js_table and js_table.get("student_model") == STRIDE_STUDENT:
+    return "S-DNN (stride student alone)"
+  return METHODS.get(variant, variant)
+
+
+def short(variant: str) -> str:
+  """"KD-SVD exact+mean, untrained teacher", "S-DNN", "KD-SVD paper": the label without its parenthesis."""
+  return METHODS.get(variant, variant).split(" (")[0]
+
+
+def _pm(c: dict) -> str:
+  """A comparison's paired difference: "mean +- SE" (the mean alone from one seed, "-" from none)."""
+  if c["mean"] is None:
+    return "-"
+  return f"{c['mean']:+.2f} +- {c['se']:.2f}" if c["se"] is not None else f"{c['mean']:+.2f}"
+
+
+def _fmt(xs: Sequence[float]) -> str:
+  """Accuracies over seeds: "mean +- SD", the value alone from one seed."""
+  return f"{xs[0]:.2f}" if len(xs) == 1 else report._fmt(xs)  # pylint: disable=protected-access
+
+
+def _versus(c: dict, js_table: dict) -> str:
+  return f"{label(c['a'], js_table)} vs {short(c['b']) if c['b'] == 'student' else label(c['b'], js_table)}"
+
+
+def _seeds(c: dict) -> str:
+  return f"{len(c['seeds'])}/{c['planned_seeds']}"
+
+
+def _diffs(c: dict) -> str:
+  return ", ".join(f"{x:+.2f}" for x in c["diffs"])
+
+
+def planned_runs(name: str) -> int:
+  return sum(len(seeds) for seeds in ROWS.get(name, {}).values())
+
+
+def pending(name: str, table: dict[str, list[report.RunResult]]) -> list[str]:
+  """The plan's runs of `table` without a complete summary: "label: seeds [...] (in progress: [...])"."""
   lines = []
-  for method in KD_SVD + BASELINES:
-    p = paired(rows, method)
-    if p is None:
-      continue
-    rule = p["verdict"].upper() if method in KD_SVD else "(baseline, same rule: " + p["verdict"] + ")"
-    if len(p["seeds"]) < MIN_SEEDS:
-      rule = f"no verdict before {MIN_SEEDS} seeds (the rule would say {p['verdict']})"
-    spread = f"+- {p['sd']:.2f} (sd; se {p['se']:.2f})" if len(p["seeds"]) > 1 else "(one seed: no spread yet)"
-    lines.append(f"{METHODS.get(method, method)} - S-DNN: {p['mean']:+.2f} {spread} over seeds {p['seeds']}, "
-                 f"paired differences {p['diffs']}: {rule}")
+  for variant, seeds in ROWS.get(name, {}).items():
+    done = {r.seed for r in table.get(variant, []) if r.complete}
+    running = sorted(r.seed for r in table.get(variant, []) if not r.complete)
+    missing = [s for s in seeds if s not in done]
+    if missing:
+      lines.append(f"{METHODS.get(variant, variant)}: seeds {missing}"
+                   + (f" (in progress or stopped: {running})" if running else ""))
   return lines
 
 
+def row_table(name: str, js: dict, per_seed: bool = False) -> list[str]:
+  """Markdown rows: seeds complete of planned, last-epoch accuracy (mean +- SD), the paired difference with S-DNN
+  (mean +- SE) and its verdict. A table that reads another table's teacher shows that teacher first."""
+  t = js[name]
+  rows = t["rows"]
+  vs_student = {c["a"]: c for c in t["comparisons"] if c["b"] == "student"}
+  out = ["| method | seeds | last epoch (%), mean +- SD over seeds | vs S-DNN (points), mean +- SE | verdict |"
+         + (" per-seed last |" if per_seed else ""), "|---|---|---|---|---|" + ("---|" if per_seed else "")]
+  other = t.get("teacher_table", name)
+  teacher = js.get(other, {}).get("rows", {}).get("teacher") if other != name else None
+  if teacher:
+    out.append(f"| T-DNN (teacher of `{other}`, shared) | {len(teacher['seeds'])} | {_fmt(teacher['last'])} "
+               "| | |" + (f" {', '.join(f'{x:.2f}' for x in teacher['last'])} |" if per_seed else ""))
+  planned = ROWS.get(name, {})
+  for v in [v for v in METHODS if v in rows or v in planned] + [v for v in rows if v not in METHODS]:
+    m = rows.get(v, {"seeds": [], "last": []})
+    c = vs_student.get(v)
+    seeds = f"{len(m['seeds'])}/{len(planned[v])}" if v in planned else str(len(m["seeds"]))
+    per_seed_last = f" {', '.join(f'{x:.2f}' for x in m['last'])} |" if per_seed else ""
+    out.append(f"| {label(v, t)} | {seeds} | {_fmt(m['last'])} | {_pm(c) if c else ''} | "
+               f"{c['verdict'] if c else ''} |" + per_seed_last)
+  return out
+
+
+def comparison_lines(js_table: dict) -> list[str]:
+  return [f"{short(c['a'])} vs {short(c['b'])}: {_pm(c)} (mean +- SE) over seeds {c['seeds']}, differences "
+          f"[{_diffs(c)}]: {c['verdict']}" for c in js_table["comparisons"]]
+
+
 def markdown(tables: dict, js: dict, command: str) -> str:
-  out = ["# KD-SVD where it should help: converged students and a label budget (generated by "
-         "experiments/regime_report.py)", "", f"Regenerate: `{command}`", "", __doc__.split("\n\n")[-1].strip(), ""]
+  out = ["# KD-SVD where it should help: converged students, label budgets, controls and head-to-head comparisons "
+         "(generated by experiments/regime_report.py)", "", f"Regenerate: `{command}`", "",
+         "The plan (rows, seeds, comparisons, how the controls are read): `experiments/gain_plan.md`.", "",
+         __doc__.split("\n\n")[-1].strip(), "",
+         "KD-SVD rows name their `svd_grad` mode; `exact+mean` is `svd_grad=exact` with `loss_scale=mean` (the "
+         "per-image batch mean), the other KD-SVD rows keep the released scale (the per-image losses summed over the "
+         "batch).", ""]
   for name, table in tables.items():
-    rows = js[name]["rows"]
-    out += [f"## {name} ({_budget(js[name])})", "",
-            "| method | seeds | last epoch | best epoch | per-seed last |", "|---|---|---|---|---|"]
-    for v, m in rows.items():
-      out.append(f"| {METHODS.get(v, v)} | {len(m['seeds'])} | {report._fmt(m['last'])} | {report._fmt(m['best'])} | "
-                 f"{', '.join(f'{x:.2f}' for x in m['last'])} |")
-    out += ["", "Paired differences against S-DNN (last-epoch accuracy, points):", ""]
-    out += [f"- {line}" for line in verdict_lines(rows)]
+    t = js[name]
+    done = sum(len(m["seeds"]) for m in t["rows"].values())
+    out += [f"## {title(t)} (`{name}`)", "",
+            f"Student `{t.get('student_model')}`; {done} runs complete"
+            + (f" of the plan's {planned_runs(name)}" if name in ROWS else "") + ". Last-epoch test accuracy.", ""]
+    out += row_table(name, js, per_seed=True)
+    out += ["", "Comparisons, A vs B paired by seed (A - B in points of last-epoch accuracy, mean +- SE):", "",
+            "| A vs B | seeds | A - B, mean +- SE | 2 SE | per-seed A - B | verdict |", "|---|---|---|---|---|---|"]
+    for c in t["comparisons"]:
+      two_se = f"{2 * c['se']:.2f}" if c["se"] is not None else ""
+      out.append(f"| {_versus(c, t)} | {_seeds(c)} | {_pm(c)} | {two_se} | {_diffs(c)} | {c['verdict']} |")
     out += ["", "Training-batch accuracy (labelled images, dropout and augmentation on) against eval accuracy, last "
             "epoch, mean over seeds:", ""]
     for v in ("student", "kd_svd_exact", "kd_svd_exact_mean"):
       g = gap(table.get(v, []))
       if g:
-        out.append(f"- {METHODS[v]}: train {g[0]:.2f} %, eval {g[1]:.2f} %, gap {g[0] - g[1]:+.2f}")
+        out.append(f"- {label(v, t)}: train {g[0]:.2f} %, eval {g[1]:.2f} %, gap {g[0] - g[1]:+.2f}")
     ratios = [(v, grad_ratio(runs)) for v, runs in table.items()]
     if any(x is not None for _, x in ratios):
       out += ["", "Distillation gradient against the main-task gradient, ||g_dist|| / ||g_main|| (global norms, before "
               "the per-tensor clipping to sigmoid(epoch) x ||g_main||), last quarter of training, mean over seeds:", ""]
-      out += [f"- {METHODS.get(v, v)}: {x:.3f}" for v, x in ratios if x is not None]
+      out += [f"- {label(v, t)}: {x:.3f}" for v, x in ratios if x is not None]
     losses = [(v, pair_losses(table.get(v, []))) for v in KD_SVD]
     if any(x is not None for _, x in losses):
       out += ["", "KD-SVD loss per tap pair and image (pair l: taps l and l+1, counted from 0), last quarter of "
@@ -187,83 +390,167 @@ def markdown(tables: dict, js: dict, command: str) -> str:
               "taps:", ""]
       out += [f"- {METHODS[v]}: " + ", ".join(f"pair {l} {x:.4f}" for l, x in enumerate(pl))
               for v, pl in losses if pl is not None]
-    out += ["", "| method | seed | last | best | wall time (min) | command |", "|---|---|---|---|---|---|"]
+    out += ["", "| method | seed | last (%) | best epoch (%) (selected on test; not used) | wall (min) | command |",
+            "|---|---|---|---|---|---|"]
     for v, runs in table.items():
       for r in runs:
         if r.complete:
           out.append(f"| {v} | {r.seed} | {r.accuracy('last'):.2f} | {r.accuracy('best'):.2f} | "
                      f"{r.summary.get('wall_time_sec', 0) / 60:.1f} | `{r.command}` |")
         else:
-          out.append(f"| {v} | {r.seed} | missing | | | |")
+          out.append(f"| {v} | {r.seed} | in progress or stopped (no complete summary) | | | `{r.command}` |")
+    left = pending(name, table)
+    if left:
+      out += ["", "Pending (the plan's runs without a complete summary):", ""] + [f"- {x}" for x in left]
     out.append("")
+  for name in ROWS:
+    if name not in tables:
+      out += [f"## `{name}`", "", f"Not started: none of the plan's {planned_runs(name)} runs has a folder yet.", ""]
   return "\n".join(out)
 
 
 def readme_block(js: dict) -> str:
-  out = [README_BEGIN, ""]
+  out = [README_BEGIN, "",
+         "Last-epoch test accuracy in %, mean +- SD over seeds; paired differences in points, mean +- SE; seeds:",
+         "complete / planned. `exact+mean`: `svd_grad=exact` with `loss_scale=mean`; the other KD-SVD rows keep the",
+         "released loss scale. Verdicts by the plan's rule (`experiments/gain_plan.md`). Per-seed numbers and",
+         "pending runs: `experiments/results/regime_table.md`; the differences at a glance:",
+         "`experiments/results/regime_diffs.png`.",
+         ""]
   for name, t in js.items():
-    rows = t["rows"]
-    done = sum(len(m["seeds"]) for m in rows.values())
-    out += [f"**{_budget(t)}** (`{name}`; last-epoch test accuracy in %, mean +- std over seeds; {done} runs "
-            "complete)", "",
-            "| method | seeds | last epoch | best epoch | paired diff vs S-DNN | verdict |", "|---|---|---|---|---|---|"]
-    for v, m in rows.items():
-      p = paired(rows, v) if v not in ("student", "teacher") else None
-      diff = (f"{p['mean']:+.2f} +- {p['sd']:.2f}" if len(p["seeds"]) > 1 else f"{p['mean']:+.2f}") if p else ""
-      verdict = ((p["verdict"] if len(p["seeds"]) >= MIN_SEEDS else f"pending ({len(p['seeds'])} of {MIN_SEEDS} seeds)")
-                 if p and v in KD_SVD else "")
-      out.append(f"| {METHODS.get(v, v)} | {len(m['seeds'])} | {report._fmt(m['last'])} | {report._fmt(m['best'])} | "
-                 f"{diff} | {verdict} |")
+    done = sum(len(m["seeds"]) for m in t["rows"].values())
+    of = f" of {planned_runs(name)}" if name in ROWS else ""
+    out += [f"**{title(t)}** (`{name}`; {done}{of} runs complete)", ""] + row_table(name, js) + [""]
+  not_started = [name for name in ROWS if name not in js]
+  if not_started:
+    out += ["Not started: " + ", ".join(f"`{name}` ({planned_runs(name)} runs)" for name in not_started) + ".", ""]
+  head = [(name, c) for name, t in js.items() for c in t["comparisons"] if c["b"] != "student"]
+  if head:
+    out += ["**Head to head** (A vs B, paired by seed)", "",
+            "| table | A vs B | seeds | A - B, mean +- SE | per-seed A - B | verdict |", "|---|---|---|---|---|---|"]
+    out += [f"| {title(js[name])} | {_versus(c, js[name])} | {_seeds(c)} | {_pm(c)} | {_diffs(c)} | {c['verdict']} |"
+            for name, c in head]
     out.append("")
   out.append(README_END)
   return "\n".join(out)
 
 
-def _label(ax, title: str, ylabel: str) -> None:
-  ax.set_title(title, fontsize=10)
+def _label(ax, title_text: str, ylabel: str) -> None:
+  ax.set_title(title_text, fontsize=10)
   ax.set_xlabel("epoch")
   ax.set_ylabel(ylabel)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
 
 
-def plot(tables: dict, js: dict, curves_path: str, gap_path: str) -> None:
+def _verdict_color(verdict: str) -> str:
+  return VERDICT_COLORS.get(verdict.split(" (")[0], "k")
+
+
+def plot_diffs(js: dict, path: str) -> bool:
+  """One row per comparison, grouped by table: each seed's paired difference as a dot, the mean with a +-2 SE bar,
+  the zero line, and the verdict with its numbers at the right. False (nothing written) without a comparison."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib import transforms  # pylint: disable=g-import-not-at-top
+
+  groups = [(name, t["comparisons"]) for name, t in js.items() if t["comparisons"]]
+  if not groups:
+    return False
+  xs = [0.0]
+  for _, comps in groups:
+    for c in comps:
+      xs += c["diffs"]
+      if c["mean"] is not None and c["se"] is not None:
+        xs += [c["mean"] - 2 * c["se"], c["mean"] + 2 * c["se"]]
+  lo, hi = min(xs), max(xs)
+  pad = 0.06 * (hi - lo) + 0.1
+  heights = [len(comps) for _, comps in groups]
+  height = 1.2 + 0.3 * sum(heights) + 0.6 * len(groups)
+  fig, axes = plt.subplots(len(groups), 1, figsize=(12, height), sharex=True, squeeze=False,
+                           gridspec_kw={"height_ratios": heights, "hspace": 0.6 * len(groups) / sum(heights) / 0.3})
+  fig.subplots_adjust(top=1 - 0.75 / height, bottom=0.6 / height)
+  for ax, (name, comps) in zip(axes[:, 0], groups):
+    t = js[name]
+    text_at = transforms.blended_transform_factory(ax.transAxes, ax.transData)
+    for i, c in enumerate(comps):
+      color = _verdict_color(c["verdict"])
+      if i % 2:
+        ax.axhspan(i - 0.5, i + 0.5, color="0.95", zorder=0)  # banding guides the eye along a row
+      # Seeds spread a little in height so that equal differences stay visible.
+      ax.scatter(c["diffs"], [i + 0.08 * (s - 2) for s in c["seeds"]], s=16, facecolors="none", edgecolors="0.25",
+                 linewidths=0.8, zorder=3)
+      if c["mean"] is not None:
+        ax.errorbar([c["mean"]], [i], xerr=[2 * c["se"]] if c["se"] is not None else None, fmt="D", ms=5,
+                    color=color, ecolor=color, elinewidth=2, capsize=4, zorder=4)
+      numbers = (f"  {c['mean']:+.2f} ± {c['se']:.2f} (SE), n = {len(c['seeds'])}"
+                 if c["mean"] is not None and c["se"] is not None else "")
+      ax.text(1.01, i, c["verdict"] + numbers, transform=text_at, va="center", fontsize=8.5, color=color,
+              fontweight="bold" if c["verdict"] == "confirmed" else "normal")
+    first_head = next((i for i, c in enumerate(comps) if c["b"] != "student"), None)
+    if first_head:
+      ax.axhline(first_head - 0.5, color="0.4", lw=0.8, ls="--")
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks(range(len(comps)), [f"{short(c['a'])}  vs  {short(c['b'])}" for c in comps], fontsize=8.5)
+    ax.set_ylim(len(comps) - 0.5, -0.5)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.grid(axis="x", alpha=0.3)
+    ax.tick_params(labelbottom=True)  # every table keeps its own scale in view
+    ax.set_title(f"{title(t)} ({name})", loc="left", fontsize=10, fontweight="bold")
+  axes[-1, 0].set_xlabel("A − B: paired difference in last-epoch test accuracy (points)")
+  fig.suptitle("A vs B, paired by seed: A − B per seed (circles), its mean (diamond) ± 2 SE (bar).\n"
+               "Confirmed: mean > 2 SE and every seed > 0; refuted in this regime: mean ≤ 0; otherwise inconclusive; "
+               "pending: fewer than 3 seeds.", fontsize=9.5, x=0.5, y=1 - 0.1 / height, va="top")
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return True
+
+
+def plot(tables: dict, js: dict, curves_path: str, gap_path: str) -> bool:
+  """The eval curves and the train/eval gap, one panel per table with a finished student; False without one."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  colors = dict(zip(METHODS, plt.get_cmap("tab10").colors))
+  palette = list(plt.get_cmap("tab10").colors) + ["#000080", "#808000"]
+  colors = dict(zip(METHODS, palette))
   # A table whose students have not finished yet has nothing to plot (its teacher shows in the Markdown table).
+  every_table = tables
   tables = {k: t for k, t in tables.items() if any(r.complete for v, runs in t.items() if v != "teacher" for r in runs)}
   if not tables:
-    return
+    return False
   n = len(tables)
-  fig, axes = plt.subplots(1, n, figsize=(7 * n, 4.8), squeeze=False)
-  for ax, (name, table) in zip(axes[0], tables.items()):
-    report.plot_eval_curves(ax, table, colors, METHODS)
-    _label(ax, f"{name} ({_budget(js[name])}): eval accuracy (band: seed min-max)", "eval accuracy (%)")
-  fig.tight_layout()
-  fig.savefig(curves_path, dpi=110)
-  plt.close(fig)
-
-  fig, axes = plt.subplots(1, n, figsize=(7 * n, 4.8), squeeze=False)
-  for ax, (name, table) in zip(axes[0], tables.items()):
-    for variant in ("student", "kd_svd_exact", "kd_svd_exact_mean"):
-      runs = [r for r in table.get(variant, []) if r.complete]
-      if not runs:
+  cols = min(n, 2)
+  rows = math.ceil(n / cols)
+  labels = {v: short(v) for v in METHODS}
+  for path, draw in ((curves_path, "curves"), (gap_path, "gap")):
+    fig, axes = plt.subplots(rows, cols, figsize=(7.5 * cols, 5 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+      ax.set_visible(False)
+    for ax, (name, table) in zip(axes.flat, tables.items()):
+      if draw == "curves":
+        # A table without a teacher of its own (the stride table) shows the one its students read, if present.
+        shared = every_table.get(js[name].get("teacher_table", name), {}).get("teacher", [])
+        report.plot_eval_curves(ax, table if "teacher" in table else {"teacher": shared, **table}, colors, labels)
+        _label(ax, f"{title(js[name])} ({name}): eval accuracy (band: seed min-max)", "eval accuracy (%)")
         continue
-      trains = [_train_accuracy_by_epoch(r) for r in runs]
-      length = min(len(t) for t in trains)
-      epochs = list(range(1, length + 1))
-      train_mean = [statistics.mean(t[e - 1] for t in trains) for e in epochs]
-      eval_mean = [statistics.mean(100 * r.evals[e - 1]["eval_accuracy"] for r in runs) for e in epochs]
-      label = METHODS[variant].split(" (")[0].replace("KD-SVD, svd_grad=", "KD-SVD ")
-      ax.plot(epochs, train_mean, ls=":", color=colors.get(variant), label=f"{label}: train batches")
-      ax.plot(epochs, eval_mean, color=colors.get(variant), label=f"{label}: eval")
-    _label(ax, f"{name} ({_budget(js[name])}): train vs eval accuracy, mean over seeds", "accuracy (%)")
-  fig.tight_layout()
-  fig.savefig(gap_path, dpi=110)
-  plt.close(fig)
+      for variant in ("student", "kd_svd_exact", "kd_svd_exact_mean"):
+        runs = [r for r in table.get(variant, []) if r.complete]
+        if not runs:
+          continue
+        trains = [_train_accuracy_by_epoch(r) for r in runs]
+        length = min(min(len(t) for t in trains), min(len(r.evals) for r in runs))
+        epochs = list(range(1, length + 1))
+        train_mean = [statistics.mean(t[e - 1] for t in trains) for e in epochs]
+        eval_mean = [statistics.mean(100 * r.evals[e - 1]["eval_accuracy"] for r in runs) for e in epochs]
+        ax.plot(epochs, train_mean, ls=":", color=colors.get(variant), label=f"{labels[variant]}: train batches")
+        ax.plot(epochs, eval_mean, color=colors.get(variant), label=f"{labels[variant]}: eval")
+      _label(ax, f"{title(js[name])} ({name}): train vs eval accuracy, mean over seeds", "accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+  return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -276,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   root = pathlib.Path(args.root)
   if not root.is_dir():
     parser.error(f"--root {root}: no such folder (run experiments/run_table.py --root {root} first)")
-  tables = {p.name: report.read_table(p) for p in sorted(root.iterdir()) if p.is_dir()}
+  tables = read_tables(root)
   js = table_json(tables)
   os.makedirs(args.out, exist_ok=True)
   base = os.path.join(args.out, "regime")
@@ -289,8 +576,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     f.write(markdown(tables, js, command))
   written = [f"{base}_table.md", f"{base}_table.json"]
   if not args.no_plots:
-    plot(tables, js, f"{base}_curves.png", f"{base}_gap.png")
-    written += [f"{base}_curves.png", f"{base}_gap.png"]
+    if plot_diffs(js, f"{base}_diffs.png"):
+      written.append(f"{base}_diffs.png")
+    if plot(tables, js, f"{base}_curves.png", f"{base}_gap.png"):
+      written += [f"{base}_curves.png", f"{base}_gap.png"]
   if args.readme:
     try:
       report.update_readme(args.readme, readme_block(js), README_BEGIN, README_END)
@@ -298,9 +587,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       parser.error(str(e))
     written.append(args.readme)
   print("wrote " + ", ".join(rel(p) for p in written))
-  for name in js:
-    print(f"[{name}: {_budget(js[name])}]")
-    for line in verdict_lines(js[name]["rows"]):
+  for name, t in js.items():
+    print(f"[{name}: {title(t)}]")
+    for line in comparison_lines(t):
       print("  " + line)
   return 0
 

@@ -1,4 +1,5 @@
-"""experiments/regime_report.py: the paired verdict rule and its outputs, on synthetic table workdirs."""
+"""experiments/regime_report.py: the paired verdict rule, the plan's comparisons and the outputs, on synthetic table
+workdirs."""
 
 import json
 import math
@@ -43,11 +44,47 @@ def test_verdict_rule(regime):
   partial = regime.paired({"student": {"seeds": [0, 1, 2], "last": [50.0, 51.0, 52.0], "best": [0, 0, 0]},
                            "fsp": {"seeds": [1, 2], "last": [53.0, 53.0], "best": [0, 0]}}, "fsp")
   assert partial["seeds"] == [1, 2] and partial["diffs"] == [2.0, 1.0]
+  # Head to head: any two rows, the same rule; pending below 3 paired seeds, with the plan's seed count.
+  head = regime.compare("regime_cifar10", rows(soft_target=[53.0, 54.0, 51.5], kd_svd_exact_mean=[52.0, 53.5, 51.0]),
+                        "kd_svd_exact_mean", "soft_target")
+  assert head["diffs"] == [-1.0, -0.5, -0.5] and head["verdict"] == "refuted in this regime"
+  two = regime.compare("regime_cifar10", rows(student=[50.0, 51.0], kd_svd=[52.0, 53.0]), "kd_svd", "student")
+  assert two["verdict"] == "pending (2 of 3 seeds)"  # the plan keeps `paper` at 3 seeds in this table
+  none = regime.compare("regime_cifar10_stride", rows(student=[50.0]), "fsp", "student")
+  assert none["verdict"] == "pending (0 of 5 seeds)" and none["mean"] is None and none["se"] is None
+
+
+def test_comparisons_follow_the_plan(regime):
+  head = {(t, a, b) for t, a, b in regime.COMPARISONS if b != "student"}
+  assert head == {
+      ("regime_cifar10", "kd_svd_exact_mean", "kd_svd_exact_mean_untrained_teacher"),
+      ("regime_cifar10", "kd_svd_exact_mean", "kd_svd_exact_mean_deranged"),
+      ("regime_cifar10", "kd_svd_exact_mean", "soft_target"),
+      ("regime_cifar10", "kd_svd_exact_mean", "fsp"),
+      ("regime_cifar10", "kd_svd_exact_mean_soft_target", "soft_target"),
+      ("regime_cifar10_labels250", "kd_svd_exact_mean", "soft_target"),
+      ("regime_cifar10_labels250", "kd_svd_exact_mean", "fsp"),
+      ("regime_cifar10_labels250", "kd_svd_exact_mean_soft_target", "soft_target"),
+      ("regime_cifar10_stride", "kd_svd_exact_mean", "soft_target"),
+      ("regime_cifar10_labels50", "kd_svd_exact_mean", "soft_target"),
+  }
+  versus_student = {(t, a) for t, a, b in regime.COMPARISONS if b == "student"}
+  assert versus_student == {(t, v) for t, r in regime.ROWS.items() for v in r if v not in ("teacher", "student")}
+  assert len(regime.COMPARISONS) == len(set(regime.COMPARISONS)) == 10 + 9 + 7 + 5 + 2
+  assert {v for t, a, b in regime.COMPARISONS for v in (a, b)} <= set(regime.METHODS)  # every row has a label
+  assert "teacher" not in regime.ROWS["regime_cifar10_stride"]  # it reads the all-labels table's teacher
 
 
 def write_run(workdir: pathlib.Path, last: float, labels: int, epochs: int = 4, dist: bool = False,
-              loss_scale: str = "sskd") -> None:
+              loss_scale: str = "sskd", model: str = "vgg_student", teacher: str = "", complete: bool = True) -> None:
+  """A finished run's workdir (summary.json, metrics.jsonl); with complete=False only the config.json that the
+  trainer writes first."""
   workdir.mkdir(parents=True)
+  config = {"data": {"name": "cifar10_jpeg", "labels_per_class": labels}, "train": {"batch_size": 4},
+            "distill": {"loss_scale": loss_scale}, "model": {"name": model}, "teacher": {"workdir": teacher}}
+  if not complete:
+    (workdir / "config.json").write_text(json.dumps(config))
+    return
   lines = []
   for e in range(epochs):
     grads = {"grad_norm_main": 2.0, "grad_norm_dist": 1.0 + e} if dist else {"grad_norm_main": 2.0}
@@ -56,46 +93,145 @@ def write_run(workdir: pathlib.Path, last: float, labels: int, epochs: int = 4, 
     lines.append(json.dumps({"step": 2 * e + 1, "epoch": e, "accuracy": 0.2 * e, "loss": 1.0, **grads}))
     lines.append(json.dumps({"step": 2 * e + 2, "epoch": e, "eval_accuracy": last - 0.01 * (epochs - 1 - e)}))
   (workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-  summary = {"complete": True, "last_eval_accuracy": last, "best_eval_accuracy": last, "wall_time_sec": 60.0,
-             "config": {"data": {"name": "cifar10_jpeg", "labels_per_class": labels}, "train": {"batch_size": 4},
-                        "distill": {"loss_scale": loss_scale}}}
+  summary = {"complete": True, "last_eval_accuracy": last, "best_eval_accuracy": last + 0.005, "wall_time_sec": 60.0,
+             "config": config}
   (workdir / "summary.json").write_text(json.dumps(summary))
 
 
-def test_outputs(regime, tmp_path):
-  root = tmp_path / "runs"
-  for table, labels in (("regime_cifar10", 0), ("regime_cifar10_labels250", 250)):
-    for seed, (s, k) in enumerate([(0.50, 0.52), (0.51, 0.53), (0.49, 0.515)]):
-      write_run(root / table / "student" / f"seed{seed}", s, labels)
-      write_run(root / table / "kd_svd_exact" / f"seed{seed}", k, labels, dist=True)
-    write_run(root / table / "teacher" / "seed0", 0.6, labels)
-  write_run(root / "regime_cifar10_labels250" / "kd_svd_exact_mean" / "seed0", 0.52, 250, dist=True,
-            loss_scale="mean")
-  readme = tmp_path / "README.md"
+def write_table(root: pathlib.Path, table: str, labels: int, runs: dict, **kwargs) -> None:
+  """runs: {variant: [last accuracy (fraction) per seed, None for a run still in progress]}."""
+  for variant, lasts in runs.items():
+    for seed, last in enumerate(lasts):
+      write_run(root / table / variant / f"seed{seed}", last or 0.0, labels, complete=last is not None,
+                dist=variant.startswith("kd_svd"), loss_scale="mean" if "mean" in variant else "sskd", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def outputs(regime, tmp_path_factory):
+  """Three tables as they land (the all-labels one with a control part-way and one row in progress, the stride
+  table without a teacher of its own, 50 labels per class with only a run in progress) and the report on them."""
+  tmp = tmp_path_factory.mktemp("regime")
+  root = tmp / "runs"
+  write_table(root, "regime_cifar10", 0, {
+      "teacher": [0.6], "student": [0.50, 0.51, 0.49], "kd_svd_exact_mean": [0.52, 0.535, 0.51],
+      "soft_target": [0.53, 0.54, 0.515], "fsp": [0.505, 0.50, 0.50], "kd_svd_exact_mean_deranged": [0.51, 0.52],
+      "kd_svd_exact_mean_untrained_teacher": [None]})
+  write_table(root, "regime_cifar10_labels250", 250, {
+      "teacher": [0.55], "student": [0.50, 0.51, 0.49], "kd_svd_exact": [0.52, 0.53, 0.515],
+      "kd_svd_exact_mean": [0.52]})
+  write_table(root, "regime_cifar10_stride", 0, {
+      "student": [0.40, 0.41, 0.42], "kd_svd_exact_mean": [0.41, 0.415, 0.422], "soft_target": [0.45]},
+      model="vgg_stride_student", teacher="experiments/results/regime_runs/regime_cifar10/teacher/seed0")
+  write_table(root, "regime_cifar10_labels50", 50, {"teacher": [None]})
+  readme = tmp / "README.md"
   readme.write_text(f"intro\n{regime.README_BEGIN}\nold\n{regime.README_END}\nend\n")
-  assert regime.main(["--root", str(root), "--out", str(tmp_path / "out"), "--readme", str(readme)]) == 0
-  js = json.loads((tmp_path / "out" / "regime_table.json").read_text())
-  assert js["regime_cifar10"]["labels_per_class"] is None and js["regime_cifar10_labels250"]["labels_per_class"] == 250
-  assert js["regime_cifar10"]["rows"]["kd_svd_exact"] == {"seeds": [0, 1, 2], "last": [52.0, 53.0, 51.5],
-                                                          "best": [52.0, 53.0, 51.5]}
-  text = readme.read_text()
+  out = tmp / "out"
+  assert regime.main(["--root", str(root), "--out", str(out), "--readme", str(readme)]) == 0
+  return {"root": root, "out": out, "readme": readme, "tmp": tmp}
+
+
+def test_json(outputs):
+  text = (outputs["out"] / "regime_table.json").read_text()
+  assert "NaN" not in text  # a comparison without a number says null
+  js = json.loads(text)
+  assert list(js) == ["regime_cifar10", "regime_cifar10_labels250", "regime_cifar10_stride", "regime_cifar10_labels50"]
+  assert [js[t]["labels_per_class"] for t in js] == [None, 250, None, 50]  # labels50: from its run's config.json
+  assert js["regime_cifar10_stride"]["student_model"] == "vgg_stride_student"
+  assert js["regime_cifar10_stride"]["teacher_table"] == "regime_cifar10"
+  assert js["regime_cifar10_labels250"]["rows"]["kd_svd_exact"] == {"seeds": [0, 1, 2], "last": [52.0, 53.0, 51.5],
+                                                                    "best": [52.5, 53.5, 52.0]}
+  assert js["regime_cifar10_labels50"]["rows"] == {}  # nothing complete yet
+  for t in js.values():
+    for c in t["comparisons"]:
+      assert set(c) == {"a", "b", "seeds", "diffs", "mean", "se", "planned_seeds", "verdict"}
+  verdicts = {(t, c["a"], c["b"]): c["verdict"] for t in js for c in js[t]["comparisons"]}
+  assert verdicts == {
+      ("regime_cifar10", "soft_target", "student"): "confirmed",  # +3.0, +3.0, +2.5
+      ("regime_cifar10", "fsp", "student"): "inconclusive",  # +0.5, -1.0, +1.0
+      ("regime_cifar10", "kd_svd_sskd_code", "student"): "pending (0 of 3 seeds)",
+      ("regime_cifar10", "kd_svd", "student"): "pending (0 of 3 seeds)",
+      ("regime_cifar10", "kd_svd_exact", "student"): "pending (0 of 5 seeds)",
+      ("regime_cifar10", "kd_svd_exact_mean", "student"): "confirmed",  # +2.0, +2.5, +2.0
+      ("regime_cifar10", "kd_svd_exact_mean_untrained_teacher", "student"): "pending (0 of 5 seeds)",
+      ("regime_cifar10", "kd_svd_exact_mean_deranged", "student"): "pending (2 of 5 seeds)",
+      ("regime_cifar10", "kd_svd_exact_mean_soft_target", "student"): "pending (0 of 5 seeds)",
+      ("regime_cifar10", "kd_svd_exact_mean", "kd_svd_exact_mean_untrained_teacher"): "pending (0 of 5 seeds)",
+      ("regime_cifar10", "kd_svd_exact_mean", "kd_svd_exact_mean_deranged"): "pending (2 of 5 seeds)",
+      ("regime_cifar10", "kd_svd_exact_mean", "soft_target"): "refuted in this regime",  # -1.0, -0.5, -0.5
+      ("regime_cifar10", "kd_svd_exact_mean", "fsp"): "confirmed",  # +1.5, +3.5, +1.0: mean 2.0 > 2 SE 1.53
+      ("regime_cifar10", "kd_svd_exact_mean_soft_target", "soft_target"): "pending (0 of 5 seeds)",
+      ("regime_cifar10_labels250", "soft_target", "student"): "pending (0 of 5 seeds)",
+      ("regime_cifar10_labels250", "fsp", "student"): "pending (0 of 5 seeds)",
+      ("regime_cifar10_labels250", "kd_svd_sskd_code", "student"): "pending (0 of 3 seeds)",
+      ("regime_cifar10_labels250", "kd_svd", "student"): "pending (0 of 3 seeds)",
+      ("regime_cifar10_labels250", "kd_svd_exact", "student"): "confirmed",
+      ("regime_cifar10_labels250", "kd_svd_exact_mean", "student"): "pending (1 of 5 seeds)",
+      ("regime_cifar10_labels250", "kd_svd_exact_mean_soft_target", "student"): "pending (0 of 5 seeds)",
+      ("regime_cifar10_labels250", "kd_svd_exact_mean", "soft_target"): "pending (0 of 5 seeds)",
+      ("regime_cifar10_labels250", "kd_svd_exact_mean", "fsp"): "pending (0 of 5 seeds)",
+      ("regime_cifar10_labels250", "kd_svd_exact_mean_soft_target", "soft_target"): "pending (0 of 5 seeds)",
+      ("regime_cifar10_stride", "soft_target", "student"): "pending (1 of 5 seeds)",
+      ("regime_cifar10_stride", "fsp", "student"): "pending (0 of 5 seeds)",
+      ("regime_cifar10_stride", "kd_svd_exact_mean", "student"): "confirmed",  # +1.0, +0.5, +0.2
+      ("regime_cifar10_stride", "kd_svd", "student"): "pending (0 of 5 seeds)",
+      ("regime_cifar10_stride", "kd_svd_exact", "student"): "pending (0 of 5 seeds)",
+      ("regime_cifar10_stride", "kd_svd_exact_mean", "soft_target"): "pending (1 of 5 seeds)",
+      ("regime_cifar10_labels50", "soft_target", "student"): "pending (0 of 5 seeds)",
+      ("regime_cifar10_labels50", "kd_svd_exact_mean", "student"): "pending (0 of 5 seeds)",
+      ("regime_cifar10_labels50", "kd_svd_exact_mean", "soft_target"): "pending (0 of 5 seeds)",
+  }
+  fsp = next(c for c in js["regime_cifar10"]["comparisons"] if c["a"] == "kd_svd_exact_mean" and c["b"] == "fsp")
+  assert fsp["seeds"] == [0, 1, 2] and fsp["diffs"] == [1.5, 3.5, 1.0] and fsp["mean"] == 2.0
+  assert fsp["se"] == pytest.approx(math.sqrt(3.5 / 2 / 3), abs=1e-3) and fsp["planned_seeds"] == 5
+  # Rows vs S-DNN come first, in the plan's row order, then the head-to-head comparisons.
+  assert [c["b"] for c in js["regime_cifar10"]["comparisons"]] == ["student"] * 9 + [
+      "kd_svd_exact_mean_untrained_teacher", "kd_svd_exact_mean_deranged", "soft_target", "fsp", "soft_target"]
+
+
+def test_readme_and_markdown(regime, outputs):
+  text = outputs["readme"].read_text()
   assert text.startswith("intro\n") and text.endswith("end\n") and "old" not in text
-  assert "| KD-SVD, svd_grad=exact | 3 | 52.17 +- 0.76 |" in text and "+2.17 +- 0.29 | confirmed |" in text
-  assert "(`regime_cifar10`; last-epoch test accuracy in %, mean +- std over seeds; 7 runs complete)" in text
-  # Two paired seeds: no verdict in the README yet.
-  for name in ("kd_svd_exact", "student"):
-    for d in (root / "regime_cifar10" / name / "seed2").iterdir():
-      d.unlink()
-    (root / "regime_cifar10" / name / "seed2").rmdir()
-  assert regime.main(["--root", str(root), "--out", str(tmp_path / "out2"), "--readme", str(readme), "--no_plots"]) == 0
-  assert "| +2.00 +- 0.00 | pending (2 of 3 seeds) |" in readme.read_text()
-  md = (tmp_path / "out" / "regime_table.md").read_text()
-  assert "train 60.00 %, eval 50.00 %, gap +10.00" in md  # S-DNN: last epoch's batch accuracy 0.6 vs eval 0.50
-  assert "- KD-SVD, svd_grad=exact: 2.000" in md  # last quarter of 4 rows: the last, 4.0 / 2.0
+  block = text[text.index(regime.README_BEGIN):text.index(regime.README_END)]
+  assert "best" not in block.lower()  # the best epoch is selected on test: never beside the headline
+  assert "mean +- SD over seeds" in block and "mean +- SE" in block
+  assert "| KD-SVD exact+mean | 3/5 | 52.17 +- 1.26 | +2.17 +- 0.17 | confirmed |" in block
+  assert ("| KD-SVD exact+mean, deranged images | 2/5 | 51.50 +- 0.71 | +1.00 +- 0.00 | pending (2 of 5 seeds) |"
+          in block)
+  assert "| KD-SVD exact+mean + soft target | 0/5 | - | - | pending (0 of 5 seeds) |" in block
+  assert "**all labels** (`regime_cifar10`; 15 of 47 runs complete)" in block
+  # The stride table: named by its student, its rows too, with the teacher it shares.
+  assert "**stride student, all labels** (`regime_cifar10_stride`; 7 of 30 runs complete)" in block
+  assert "| T-DNN (teacher of `regime_cifar10`, shared) | 1 | 60.00 |" in block
+  assert "| S-DNN (stride student alone) | 3/5 | 41.00 +- 1.00 |" in block
+  assert ("| all labels | KD-SVD exact+mean vs Soft target | 3/5 | -0.67 +- 0.17 | -1.00, -0.50, -0.50 | "
+          "refuted in this regime |") in block
+  md = (outputs["out"] / "regime_table.md").read_text()
+  assert "best epoch (%) (selected on test; not used)" in md
+  assert "- KD-SVD exact+mean, untrained teacher: seeds [0, 1, 2, 3, 4] (in progress or stopped: [0])" in md
+  assert "| KD-SVD exact+mean vs FSP (1-stage) | 3/5 | +2.00 +- 0.76 | 1.53 | +1.50, +3.50, +1.00 | confirmed |" in md
+  labels250 = md.split("(`regime_cifar10_labels250`)")[1].split("(`regime_cifar10_stride`)")[0]
+  assert "train 60.00 %, eval 50.00 %, gap +10.00" in labels250  # S-DNN: last epoch's batch accuracy 0.6 vs 0.50
+  assert "- KD-SVD exact (released loss scale): 2.000" in labels250  # last quarter of 4 rows: the last, 4.0 / 2.0
   # Per image: the batch sum (sskd) divided by the batch size (4), the batch mean as it is; last quarter = last row.
-  assert "- KD-SVD, svd_grad=exact: pair 0 8.0000, pair 1 1.0000" in md
-  assert "- KD-SVD, svd_grad=exact, loss_scale=mean: pair 0 32.0000, pair 1 4.0000" in md
-  ratios = md.split("||g_dist|| / ||g_main||")[1].split("KD-SVD loss per tap pair")[0]
+  assert "- KD-SVD exact (released loss scale): pair 0 8.0000, pair 1 1.0000" in labels250
+  assert "- KD-SVD exact+mean: pair 0 32.0000, pair 1 4.0000" in labels250
+  ratios = labels250.split("||g_dist|| / ||g_main||")[1].split("KD-SVD loss per tap pair")[0]
   assert "KD-SVD" in ratios and "S-DNN" not in ratios  # no distillation gradient, no ratio
-  for png in ("regime_curves.png", "regime_gap.png"):
-    assert (tmp_path / "out" / png).stat().st_size > 10_000
+
+
+def test_plots(outputs):
+  # The stride table has no teacher of its own and the 50-label table no finished run: neither stops a plot.
+  for png in ("regime_diffs.png", "regime_curves.png", "regime_gap.png"):
+    assert (outputs["out"] / png).stat().st_size > 10_000
+
+
+def test_plan_tables_not_started(regime, tmp_path):
+  root = tmp_path / "runs"
+  write_table(root, "regime_cifar10", 0, {"student": [0.50, 0.51], "kd_svd_exact": [0.52, 0.53]})
+  readme = tmp_path / "README.md"
+  readme.write_text(f"{regime.README_BEGIN}\n{regime.README_END}\n")
+  assert regime.main(["--root", str(root), "--out", str(tmp_path / "out"), "--readme", str(readme), "--no_plots"]) == 0
+  text = readme.read_text()
+  assert "| KD-SVD exact (released loss scale) | 2/5 | 52.50 +- 0.71 | +2.00 +- 0.00 | pending (2 of 5 seeds) |" in text
+  assert ("Not started: `regime_cifar10_labels250` (37 runs), `regime_cifar10_stride` (30 runs), "
+          "`regime_cifar10_labels50` (16 runs).") in text
