@@ -1,7 +1,7 @@
 r"""The regime tables' results: the paired comparisons of experiments/gain_plan.md, a JSON file, plots, README block.
 
   python experiments/regime_report.py [--root experiments/results/regime_runs] [--out experiments/results] \
-      [--readme README.md]
+      [--readme experiments/results/README.md]
 
 Reads the workdirs that experiments/run_table.py leaves in `ROOT/<table>/<variant>/seed<N>/` (summary.json,
 metrics.jsonl, config.json, run.log; no checkpoints needed). One table per folder: `regime_cifar10` (all labels),

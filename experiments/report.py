@@ -1,7 +1,7 @@
 r"""Turns table workdirs (experiments/run_table.py) into the results: a Markdown table, a JSON file and two plots.
 
   python experiments/report.py [--root experiments/results/cpu_runs] [--out experiments/results] [--prefix cpu] \
-      [--readme README.md]
+      [--readme experiments/results/README.md]
 
 Reads only what the trainer leaves in each `ROOT/<table>/<variant>/seed<N>/` (summary.json, metrics.jsonl,
 config.json, the runner's run.log), so the committed workdirs (no checkpoints) regenerate everything. Writes:
