@@ -5,7 +5,7 @@ r"""The KD-SVD train step and the eval step, exported for TPU and CUDA from any 
 Builds the jitted 1-stage train step of `configs/cifar100_vgg.py:<variant>` (the paper's VGG pair, CIFAR-100 shapes)
 and its eval step, exports both with `jax.export` for each platform (lowering only: no accelerator needed), and
 prints, per platform and step, the custom calls in the lowered module with their operand shapes, and XLA's cost
-analysis of the same step on this machine's backend (FLOPs and bytes accessed, per image). `check(...)` holds the
+analysis of the same step on the local backend (FLOPs and bytes accessed, per image). `check(...)` holds the
 allow-list that tests/test_export.py asserts: no host callbacks, no CPU-only kernels, no float64, and on CUDA no
 `syevd` on matrices above 32 x 32 unless it is the batched Jacobi kernel. The last line is one JSON object.
 """
@@ -88,7 +88,7 @@ def export(fn, args, platform: str) -> str:
 
 
 def cost_per_image(fn, args, batch: int) -> dict:
-  """XLA's cost analysis of `fn` lowered for this machine's backend, per image of the batch."""
+  """XLA's cost analysis of `fn` lowered for the local backend, per image of the batch."""
   cost = fn.lower(*args).cost_analysis() or {}
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return {"flops": float(cost.get("flops", 0.0)) / batch, "bytes_accessed": float(cost.get("bytes accessed", 0.0)) / batch}
