@@ -5,7 +5,7 @@
 Solvers:
   "eigh"      a full eigendecomposition, keeping the top p pairs. On CUDA it is the batched Jacobi kernel
               (`EighImplementation.JACOBI`): jaxlib's default sends each matrix larger than 32x32 to its own
-              `syevd` call, which costs about 1000x a batched call at batch 128 (jax issue #31368).
+              `syevd` call, which costs about 1000x a batched call at batch 128 (as reported to jax).
   "subspace"  block subspace iteration built from matmuls: a block of m = p + EXTRA vectors from a fixed start,
               `ITERATIONS` steps of `Q <- orthonormalise(G Q)` (a thin [r, m] QR), then a Rayleigh-Ritz step (an m x m `eigh`, m <= 32: one batched call on every backend). Each matrix is then
               checked: every kept pair must have a residual `||G w - lam w|| <= TOLERANCE * lam_1`, which bounds its
