@@ -43,7 +43,7 @@ def check_pairs(g: np.ndarray, lam: jax.Array, w: jax.Array, p: int, *, resolvab
     assert np.all(cos >= 1 - 1e3 * eps), cos.min()
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, pytest.param(np.float64, marks=pytest.mark.slow)])
 def test_subspace_matches_numpy_on_decaying_spectra(dtype):
   rng = np.random.default_rng(0)
   lam = 0.7 ** np.arange(64)
@@ -152,6 +152,7 @@ def real_taps():
   return [np.asarray(t) for t in taps]
 
 
+@pytest.mark.slow
 def test_real_taps_converge_in_one_round_and_match_numpy(real_taps):
   """Nearly every real tap passes the residual check after one round (the rest take more rounds or `eigh`), and the
   solver's pairs match NumPy's on all of them."""
@@ -189,16 +190,23 @@ def eigh_reference(x: jax.Array, k: int):
 
 
 SHAPES = [(256, 64), (64, 128), (16, 256), (4, 512), (100, 40)]
+FAST_SHAPES = [(100, 40)]  # a tall map on the subspace solver
 
 
-@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
-@pytest.mark.parametrize("mode", svd.GRAD_MODES)
-def test_kept_pairs_gradient_equals_the_eigh_based_one(dtype, tol, mode):
+def _slow_unless(fast: bool, *values):
+  return pytest.param(*values, marks=() if fast else pytest.mark.slow)
+
+
+@pytest.mark.parametrize("dtype,tol,mode,shapes", [
+    _slow_unless(True, np.float64, 1e-10, "exact", FAST_SHAPES),
+    *(_slow_unless(False, dtype, tol, mode, SHAPES) for dtype, tol in ((np.float64, 1e-10), (np.float32, 1e-4))
+      for mode in svd.GRAD_MODES)])
+def test_kept_pairs_gradient_equals_the_eigh_based_one(dtype, tol, mode, shapes):
   """`exact` from the kept pairs (resolvent on their complement) equals the gradient through a full `eigh`; the
   truncated modes are the same whichever solver finds the pairs. 1e-10 in float64, 1e-4 (relative) in float32."""
   rng = np.random.default_rng(3)
   with jax.enable_x64(dtype == np.float64):
-    for hw, d in SHAPES:
+    for hw, d in shapes:
       x = np.maximum(rng.standard_normal((3, hw, 6)) @ rng.standard_normal((3, 6, d)), 0)
       x = (x + 0.05 * rng.standard_normal(x.shape)).astype(dtype)
       cts = [jnp.asarray(rng.standard_normal(a.shape), dtype) for a in eigh_reference(jnp.asarray(x), 2)]
@@ -213,7 +221,8 @@ def test_kept_pairs_gradient_equals_the_eigh_based_one(dtype, tol, mode):
         assert err <= tol, (hw, d, solver, err)
 
 
-@pytest.mark.parametrize("case", ["tie_at_p", "rank_deficient", "all_zero"])
+@pytest.mark.parametrize("case", [pytest.param("tie_at_p", marks=pytest.mark.slow),
+                                  pytest.param("rank_deficient", marks=pytest.mark.slow), "all_zero"])
 def test_exact_gradient_is_finite_on_degenerate_maps(case):
   rng = np.random.default_rng(4)
   a, b = rng.standard_normal((2, 64, 3)), rng.standard_normal((2, 3, 48))

@@ -120,6 +120,7 @@ def test_output_shapes_batch_2_all_models():
     assert all(t.ndim == 4 and t.shape[0] == 2 for t in taps) and len(taps) >= 3, name
 
 
+@pytest.mark.slow
 def test_64x64_inputs_double_every_tap():
   for name in models.names():
     options = {"input_size": 64} if name.startswith("vgg_") else {}
@@ -153,7 +154,8 @@ def _forward(model, x):
   return model(x)
 
 
-@pytest.mark.parametrize("name", ["vgg_student", "resnet8x4", pytest.param("mobilenet_student", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["vgg_student", pytest.param("resnet8x4", marks=pytest.mark.slow),
+                                  pytest.param("mobilenet_student", marks=pytest.mark.slow)])
 def test_jitted_forward_train_and_eval(name):
   model = models.create(name, 10, rngs=nnx.Rngs(params=0, dropout=1), width=0.125)
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
@@ -175,6 +177,7 @@ def test_jitted_forward_train_and_eval(name):
   np.testing.assert_allclose(_forward(model, other)[0][0], eval_logits[0], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mobilenet_batch_stats_always_reproduces_the_code():
   model = models.create("mobilenet_student", 10, rngs=nnx.Rngs(0), width=0.125, batch_stats_always=True)
   model.eval()
