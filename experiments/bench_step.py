@@ -13,7 +13,7 @@ weights). Cases:
                        with the released clipping rule costs before its own loss: the floor KD-SVD is measured against
   fsp                  FSP, 1-stage
   kd_svd_<mode>        KD-SVD (k = 1, 4 taps), svd_grad = paper | exact | sskd_code, 1-stage, the default eigensolver
-                       (distill.svd_solver = "auto": subspace iteration for Gram matrices above 24 x 24)
+                       (distill.svd_solver = "auto": subspace iteration for Gram matrices above 32 x 32)
   kd_svd_<mode>@eigh   the same with svd_solver = "eigh" (a full eigendecomposition, kept pairs' backward)
   kd_svd_<mode>@before with `--before COMMIT`: the same step with that commit's svdkd_jax/svd.py (read with
                        `git show`), so the code before a change is timed in the same run as after it
@@ -22,8 +22,8 @@ Cases are timed round-robin (`--rounds` rounds of `--steps` steps after a compil
 reverse order): each rate is the median over rounds, and each relative time the median over rounds of the ratio
 within a round, so load from other processes on a shared machine hits the cases compared alike.
 
-Then, unless `--no-breakdown`, where KD-SVD's extra time goes: its loss alone on random ReLU maps of the step's tap
-shapes, in ms per step (median over rounds, also round-robin): "gram+eigh" and "gram+auto" (the Gram
+Then, unless `--no-breakdown`, where KD-SVD's extra time goes: its loss alone on the untrained pair's taps of the
+step's batch, in ms per step (median over rounds, also round-robin): "gram+eigh" and "gram+auto" (the Gram
 matrices' top-k by a full `eigh` and by the default solver, student and teacher), "svd fwd" (the whole truncated
 SVDs with the default solver),
 "loss fwd" (+ alignment and DFV), "loss fwd+bwd <mode>" (+ the gradient to the student taps; the step then carries
@@ -191,18 +191,20 @@ def step_runs(cases: list[str], args, mesh, batch, before=None) -> dict[str, Cal
   return runs
 
 
-def loss_breakdown(args, rounds: int) -> dict[str, float]:
-  """Milliseconds per step of the KD-SVD loss's parts on random ReLU maps of the pair's tap shapes (docstring)."""
-  from flax import nnx
+def loss_breakdown(args, rounds: int, mesh, batch) -> dict[str, float]:
+  """Milliseconds per step of the KD-SVD loss's parts on the untrained pair's taps of the step's batch (docstring).
+
+  Network taps, not noise: ReLU noise has a flat spectrum, on which the subspace solver falls back to `eigh`."""
   import jax
   import jax.numpy as jnp
-  import numpy as np
-  from svdkd_jax import distill, eig, models, svd
+  from svdkd_jax import distill, eig, input_pipeline, networks, svd
 
-  student = nnx.eval_shape(lambda: models.create("vgg_student", NUM_CLASSES, rngs=nnx.Rngs(0), width=args.width))
-  shapes = [(args.batch, *shape) for shape in models.tap_shapes(student)]  # the teacher's are equal
-  rng = np.random.default_rng(0)
-  s_taps, t_taps = ([jnp.asarray(np.maximum(rng.standard_normal(s), 0), jnp.float32) for s in shapes] for _ in "st")
+  config = _config("floor", args)
+  images = input_pipeline.preprocess(batch["image"], None, train=False, mean=jnp.full(3, 120.0),
+                                     std=jnp.full(3, 64.0), augment="none")
+  s_taps, t_taps = (networks.apply(net, net.variables, images)[1] for net in (
+      networks.build(config.model.name, args.width, NUM_CLASSES, 0, mesh=mesh),
+      networks.build(config.teacher.name, args.width, NUM_CLASSES, 1, mesh=mesh)))
 
   def gram_topk(taps, k, solver):
     out = []
@@ -217,8 +219,7 @@ def loss_breakdown(args, rounds: int) -> dict[str, float]:
 
   fns = {f"gram+{solver}": lambda s, t, solver=solver: gram_topk(s, 2, solver) + gram_topk(t, 1, solver)
          for solver in ("eigh", "auto")}
-  fns.update({"svd fwd": svd_fwd,
-         "loss fwd": lambda s, t: distill.kd_svd(k=1)(s, t, None, None)[0]})
+  fns.update({"svd fwd": svd_fwd, "loss fwd": lambda s, t: distill.kd_svd(k=1)(s, t, None, None)[0]})
   losses = {**{f"loss fwd+bwd {m}": distill.kd_svd(k=1, svd_grad=m) for m in MODES}, "floor fwd+bwd": floor_loss}
   for name, fn in losses.items():
     fns[name] = lambda s, t, fn=fn: jax.grad(lambda s: fn(s, t, None, None)[0])(s)
@@ -288,7 +289,7 @@ def main(argv=None) -> dict:
   times = round_robin(runs, args.rounds, lambda r, last: print(
       f"round {r + 1}/{args.rounds}: " + "  ".join(f"{c} {args.batch * args.steps / last[c]:.1f}" for c in runs),
       flush=True))
-  breakdown = loss_breakdown(args, args.rounds) if args.breakdown else {}
+  breakdown = loss_breakdown(args, args.rounds, mesh, batch) if args.breakdown else {}
   result = report(args, times, breakdown)
   print(json.dumps(result), flush=True)
   return result

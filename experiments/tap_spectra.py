@@ -67,7 +67,7 @@ def spectrum_stats(tap: np.ndarray) -> dict:
     steps = np.array([math.ceil(math.log(1e-6) / math.log(c)) if 0 < c < 1 else 0 for c in conv])
     g32 = jnp.asarray(gram / np.max(np.abs(m), axis=(1, 2))[:, None, None] ** 2, jnp.float32)  # as svd.py scales
     converged = {str(steps): round(float(jnp.mean(eig.subspace_rounds(g32, p, 1, iterations=steps)[2])), 4)
-                 for steps in (3, 4, 5, 6, 8)} if gram.shape[-1] > eig.SUBSPACE_MIN_SIZE else None
+                 for steps in (3, 4, 5, 6, 8)} if gram.shape[-1] > p + eig.EXTRA else None
     out[f"p{p}"] = {"gap_ratio": {str(q): round(float(np.percentile(gap, q)), 4) for q in PERCENTILES},
                     "convergence_ratio": {str(q): round(float(np.percentile(conv, q)), 4) for q in PERCENTILES},
                     "steps_for_1e-6": {str(q): int(np.percentile(steps, q)) for q in PERCENTILES},

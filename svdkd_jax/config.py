@@ -102,7 +102,7 @@ def _distill() -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
   # kd_svd: sum (per-image losses summed over the batch, x 1/2 x sqrt(k), as the released code) | mean (averaged).
   distill.loss_scale = "sum"
   # kd_svd's top-k eigensolver of the Gram matrices (svdkd_jax/eig.py): auto (subspace iteration for Gram matrices
-  # above 24 x 24, else eigh; the same rule on every backend) | eigh | subspace. Results differ in the last bits.
+  # above 32 x 32, else eigh; the same rule on every backend) | eigh | subspace. Results differ in the last bits.
   distill.svd_solver = "auto"
   distill.temperature = 4.0  # soft_target
   # same: each student image is compared with the teacher's outputs on the same image. deranged: on another image

@@ -105,7 +105,7 @@ def test_a_batch_that_does_not_converge_falls_back_to_eigh():
 
 
 def test_auto_rule_and_errors():
-  assert eig.resolve("auto", 64, 2) == "subspace" and eig.resolve("auto", 16, 2) == "eigh"
+  assert eig.resolve("auto", 64, 2) == "subspace" and eig.resolve("auto", 32, 2) == "eigh"
   assert eig.resolve("auto", 8, 2) == "eigh"  # the block would be the whole matrix
   assert eig.resolve("eigh", 64, 2) == "eigh"
   with pytest.raises(ValueError, match="valid: auto, eigh, subspace"):
