@@ -4,9 +4,15 @@
 """
 
 import os
+import tempfile
 
-from flax import nnx
-import jax
+# One persistent compilation cache for the whole run, shared by the xdist workers and inherited by the processes the
+# end-to-end tests start: they compile the same tiny steps many times over.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"svdkd_jax_tests_{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+from flax import nnx  # noqa: E402
+import jax  # noqa: E402
 import ml_collections
 import numpy as np
 import pytest
