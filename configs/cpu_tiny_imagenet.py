@@ -7,7 +7,7 @@ on other data: never compare them to the paper's numbers as if they were the sam
 
 Sizing: the table is one teacher, then student / soft_target / fsp / kd_svd x 3 svd_grad modes for 3 seeds (19
 runs, 50,000 images per epoch each). WIDTH = 0.125 because at 0.25 one VGG tap (8x8x32) needs a batched 32x32
-`eigh` that ran 5-10x slower than the whole student step on this CPU, while at 0.125 every Gram matrix is at most
+`eigh` that ran 5-10x slower than the whole student step on a 2-core CPU, while at 0.125 every Gram matrix is at most
 16x16 and the KD-SVD step costs about as much as FSP. Measured on an idle 2-core CPU at width 0.125 (2026-12-01,
 `python experiments/bench_step.py --width 0.125 --steps 10 --rounds 2`): student 2,082 img/s, student + teacher
 forward 1,372, FSP 1,071, KD-SVD 926-962, teacher 987; two training processes side by side each get a little under

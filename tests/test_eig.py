@@ -121,7 +121,7 @@ def _cuda_calls(fn, *shapes) -> list[str]:
 
 
 def test_cuda_lowering_keeps_large_matrices_off_one_call_per_matrix_syevd():
-  """Exported for CUDA from this CPU: the 64 x 64 fallback is the batched Jacobi kernel (algorithm = 2), every
+  """Exported for CUDA from a CPU: the 64 x 64 fallback is the batched Jacobi kernel (algorithm = 2), every
   other syevd is at most 32 x 32 (jaxlib batches those), whatever the machine that traces it."""
   calls = _cuda_calls(lambda g: eig.top_eigh(g, 2), (128, 64, 64))
   syevd = [c for c in calls if "cusolver_syevd_ffi" in c]

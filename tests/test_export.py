@@ -1,4 +1,4 @@
-"""The KD-SVD train step and the eval step lower for TPU and CUDA from this CPU, with only allowed custom calls."""
+"""The KD-SVD train step and the eval step lower for TPU and CUDA from a CPU, with only allowed custom calls."""
 
 import pathlib
 
@@ -29,7 +29,7 @@ def test_exported_step_uses_allowed_custom_calls_only(exported, step, platform):
 @pytest.mark.slow
 def test_cuda_choices_are_carried_by_a_step_traced_on_cpu(exported):
   """The 64 x 64 Gram matrices of the full-width taps go to the subspace solver (QR blocks), and their fallback to
-  the batched Jacobi kernel: the CUDA branch, chosen at lowering although this machine traced the step."""
+  the batched Jacobi kernel: the CUDA branch, chosen at lowering although a CPU traced the step."""
   calls = export_step.custom_calls(exported["train", "cuda"])
   syevd_64 = [c for c in calls if c["target"] == "cusolver_syevd_ffi" and "64x64" in c["operands"]]
   assert syevd_64 and all("algorithm = 2" in c["config"] for c in syevd_64)
