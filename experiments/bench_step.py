@@ -50,6 +50,7 @@ CASES = ("student", "student+teacher", "floor", "fsp", *(f"kd_svd_{m}" for m in 
 BEFORE_CASES = tuple(f"kd_svd_{m}@before" for m in MODES)
 TARGET = 0.10  # KD-SVD's time per step over the floor's
 NUM_CLASSES, STEPS_PER_EPOCH = 100, 390
+PIXEL_MEAN, PIXEL_STD = (120.0,) * 3, (64.0,) * 3  # the synthetic batch's normalisation, in every case
 
 
 def parse_args(argv=None):
@@ -157,7 +158,7 @@ def step_runs(cases: list[str], args, mesh, batch, before=None) -> dict[str, Cal
   import numpy as np
   from svdkd_jax import distill, networks, steps, train
 
-  mean, std = np.full(3, 120.0, np.float32), np.full(3, 64.0, np.float32)
+  mean, std = np.asarray(PIXEL_MEAN, np.float32), np.asarray(PIXEL_STD, np.float32)
   runs = {}
   for case in cases:
     config = _config(case, args)
@@ -197,14 +198,14 @@ def loss_breakdown(args, rounds: int, mesh, batch) -> dict[str, float]:
   Network taps, not noise: ReLU noise has a flat spectrum, on which the subspace solver falls back to `eigh`."""
   import jax
   import jax.numpy as jnp
-  from svdkd_jax import distill, eig, input_pipeline, networks, svd
+  from svdkd_jax import distill, eig, input_pipeline, networks, svd, train
 
   config = _config("floor", args)
-  images = input_pipeline.preprocess(batch["image"], None, train=False, mean=jnp.full(3, 120.0),
-                                     std=jnp.full(3, 64.0), augment="none")
+  images = input_pipeline.preprocess(batch["image"], None, train=False, mean=jnp.asarray(PIXEL_MEAN),
+                                     std=jnp.asarray(PIXEL_STD), augment="none")
   s_taps, t_taps = (networks.apply(net, net.variables, images)[1] for net in (
       networks.build(config.model.name, args.width, NUM_CLASSES, 0, mesh=mesh),
-      networks.build(config.teacher.name, args.width, NUM_CLASSES, 1, mesh=mesh)))
+      train.random_teacher(config, NUM_CLASSES, mesh=mesh)))
 
   def gram_topk(taps, k, solver):
     out = []

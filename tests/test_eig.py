@@ -193,14 +193,10 @@ SHAPES = [(256, 64), (64, 128), (16, 256), (4, 512), (100, 40)]
 FAST_SHAPES = [(100, 40)]  # a tall map on the subspace solver
 
 
-def _slow_unless(fast: bool, *values):
-  return pytest.param(*values, marks=() if fast else pytest.mark.slow)
-
-
 @pytest.mark.parametrize("dtype,tol,mode,shapes", [
-    _slow_unless(True, np.float64, 1e-10, "exact", FAST_SHAPES),
-    *(_slow_unless(False, dtype, tol, mode, SHAPES) for dtype, tol in ((np.float64, 1e-10), (np.float32, 1e-4))
-      for mode in svd.GRAD_MODES)])
+    (np.float64, 1e-10, "exact", FAST_SHAPES),
+    *(pytest.param(dtype, tol, mode, SHAPES, marks=pytest.mark.slow)
+      for dtype, tol in ((np.float64, 1e-10), (np.float32, 1e-4)) for mode in svd.GRAD_MODES)])
 def test_kept_pairs_gradient_equals_the_eigh_based_one(dtype, tol, mode, shapes):
   """`exact` from the kept pairs (resolvent on their complement) equals the gradient through a full `eigh`; the
   truncated modes are the same whichever solver finds the pairs. 1e-10 in float64, 1e-4 (relative) in float32."""
