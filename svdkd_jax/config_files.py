@@ -10,6 +10,7 @@ Config files themselves import `svdkd_jax.recipes`, never each other; the packag
 """
 
 import importlib.util
+import inspect
 import os
 import pathlib
 import sys
@@ -33,10 +34,15 @@ def load_module(path: str | pathlib.Path) -> types.ModuleType:
 
 
 def get_config(spec: str | pathlib.Path) -> ml_collections.ConfigDict:
-  """`get_config(arg)` of a `path[:arg]` spec, as `--config path[:arg]` would give it."""
+  """`get_config(arg)` of a `path[:arg]` spec, as `--config path[:arg]` would give it; a one-line ValueError when
+  the file's `get_config` takes no argument but the spec gives one."""
   path, _, arg = str(spec).partition(":")
   module = load_module(path)
-  return module.get_config(arg) if arg else module.get_config()
+  if not arg:
+    return module.get_config()
+  if not inspect.signature(module.get_config).parameters:
+    raise ValueError(f"Config file {path!r} takes no argument after ':' (got {arg!r}); give --config {path}.")
+  return module.get_config(arg)
 
 
 def check_command_line(argv: list[str]) -> None:

@@ -133,6 +133,13 @@ def test_missing_config_file_and_unknown_variant_are_one_line(tmp_path):
       r"error: Bad config argument 'bogus': unknown token 'bogus'\. Valid tokens \(comma-separated\): one variant of "
       r"teacher, student, kd_svd, .*, kd_svd_exact_mean_soft_target; smoke\.", proc.stderr.splitlines()[0]), proc.stderr
   assert not (tmp_path / "x").exists()
+  proc = subprocess.run([sys.executable, "-m", "svdkd_jax.main", "--config=configs/default.py:kd_svd", "--workdir",
+                         str(tmp_path / "x")], env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr.splitlines() == [
+      "error: Config file 'configs/default.py' takes no argument after ':' (got 'kd_svd'); give --config "
+      "configs/default.py."]
+  assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("override,message", [
