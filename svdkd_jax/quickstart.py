@@ -46,7 +46,7 @@ def main(argv):
     logging.info("quickstart: training %s", run)
     try:
       results[run] = train.train_and_evaluate(config, os.path.join(FLAGS.workdir, run))
-    except workdir_lock.WorkdirLockedError as e:
+    except (workdir_lock.WorkdirLockedError, ValueError) as e:
       raise SystemExit(f"error: {e}") from None
   print(f"\n{'run':<13} {'best acc':>9} {'last acc':>9} {'wall s':>8}")
   for run in RUNS:

@@ -116,11 +116,17 @@ def holder(workdir: str) -> str | None:
 
 
 def acquire(workdir: str) -> WorkdirLock:
-  """Locks `workdir` (created if needed) for this process, or raises WorkdirLockedError naming the holder."""
+  """Locks `workdir` (created if needed) for this process, or raises WorkdirLockedError naming the holder
+  (ValueError if `workdir` is a file or cannot be created)."""
   if "://" in workdir:
     logging.warning("%s is a URL: it cannot be locked, so make sure that no other run uses it.", workdir)
     return WorkdirLock(workdir, None)
-  os.makedirs(workdir, exist_ok=True)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"The workdir {workdir} exists and is not a directory.")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:  # A read-only or missing parent: the user's path, not a bug, so one line.
+    raise ValueError(f"Cannot create the workdir {workdir}: {e.strerror}.") from e
   path = os.path.join(workdir, LOCK_FILE)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   inherited = _adopt(path)

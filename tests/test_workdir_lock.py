@@ -89,6 +89,14 @@ def test_url_workdirs_are_not_locked(caplog):
   lock.release()
 
 
+def test_a_workdir_that_is_a_file_or_cannot_be_created_is_a_value_error(tmp_path):
+  (tmp_path / "file").write_text("")
+  with pytest.raises(ValueError, match=r"^The workdir .*/file exists and is not a directory\.$"):
+    workdir_lock.acquire(str(tmp_path / "file"))
+  with pytest.raises(ValueError, match=r"^Cannot create the workdir .*/file/run: Not a directory\.$"):
+    workdir_lock.acquire(str(tmp_path / "file" / "run"))
+
+
 def test_table_runner_skips_a_busy_run(tmp_path, holder, capsys):
   """experiments/run_table.py's command line, with the teacher's workdir held by another process: no training is
   started there (nor for its students), the holder's files are untouched, and the reason is printed."""
