@@ -23,8 +23,9 @@ metrics.jsonl, config.json, run.log; no checkpoints needed). One table per folde
 The verdict rule, fixed before the runs: for a comparison "A vs B", d_i = last-epoch test accuracy of A seed i minus
 that of B seed i (same data order and initialisation), over the seeds both have. **Confirmed** (A above B) if
 mean(d) > 2 x its standard error and every d_i > 0; **refuted in this regime** if mean(d) <= 0; **inconclusive**
-otherwise; **pending** while fewer than 3 seeds are paired. The headline is last-epoch accuracy: "+-" after an
-accuracy is the SD over seeds, after a paired difference the SE of its mean.
+otherwise; **pending** while fewer than 3 seeds are paired, and marked **interim** until all of the plan's seeds
+are in. The headline is last-epoch accuracy: "+-" after an accuracy is the SD over seeds, after a paired
+difference the SE of its mean.
 """
 
 import argparse
@@ -179,14 +180,19 @@ def planned_seeds(table: str, a: str, b: str) -> int:
 
 
 def compare(table: str, rows: dict, a: str, b: str) -> dict:
-  """One comparison "a vs b" on last-epoch accuracy: `paired`'s verdict from MIN_SEEDS paired seeds on, pending
-  before."""
+  """One comparison "a vs b" on last-epoch accuracy: pending below MIN_SEEDS paired seeds, then `paired`'s verdict,
+  marked interim until every planned seed is in (a verdict from 3 of 5 seeds can still change)."""
   p = paired(rows, a, b) or {"seeds": [], "diffs": [], "mean": None, "se": None}
   planned = planned_seeds(table, a, b)
   n = len(p["seeds"])
+  if n < MIN_SEEDS:
+    verdict = f"pending ({n} of {planned} seeds)"
+  elif n < planned:
+    verdict = f"{p['verdict']} (interim: {n} of {planned} seeds)"
+  else:
+    verdict = p["verdict"]
   return {"a": a, "b": b, "seeds": p["seeds"], "diffs": p["diffs"], "mean": _number(p["mean"]),
-          "se": _number(p["se"]), "planned_seeds": planned,
-          "verdict": p["verdict"] if n >= MIN_SEEDS else f"pending ({n} of {planned} seeds)"}
+          "se": _number(p["se"]), "planned_seeds": planned, "verdict": verdict}
 
 
 def comparisons(table: str, rows: dict) -> list[dict]:
@@ -501,7 +507,8 @@ def plot_diffs(js: dict, path: str) -> bool:
   axes[-1, 0].set_xlabel("A − B: paired difference in last-epoch test accuracy (points)")
   fig.suptitle("A vs B, paired by seed: A − B per seed (circles), its mean (diamond) ± 2 SE (bar).\n"
                "Confirmed: mean > 2 SE and every seed > 0; refuted in this regime: mean ≤ 0; otherwise inconclusive; "
-               "pending: fewer than 3 seeds.", fontsize=9.5, x=0.5, y=1 - 0.1 / height, va="top")
+               "pending: fewer than 3 seeds; interim: not all planned seeds yet.", fontsize=9.5, x=0.5,
+               y=1 - 0.1 / height, va="top")
   fig.savefig(path, dpi=110, bbox_inches="tight")
   plt.close(fig)
   return True

@@ -47,9 +47,13 @@ def test_verdict_rule(regime):
   # Head to head: any two rows, the same rule; pending below 3 paired seeds, with the plan's seed count.
   head = regime.compare("regime_cifar10", rows(soft_target=[53.0, 54.0, 51.5], kd_svd_exact_mean=[52.0, 53.5, 51.0]),
                         "kd_svd_exact_mean", "soft_target")
-  assert head["diffs"] == [-1.0, -0.5, -0.5] and head["verdict"] == "refuted in this regime"
+  assert head["diffs"] == [-1.0, -0.5, -0.5] and head["verdict"] == "refuted in this regime (interim: 3 of 5 seeds)"
   two = regime.compare("regime_cifar10", rows(student=[50.0, 51.0], kd_svd=[52.0, 53.0]), "kd_svd", "student")
   assert two["verdict"] == "pending (2 of 3 seeds)"  # the plan keeps `paper` at 3 seeds in this table
+  # Every planned seed in: the verdict as it stands, no longer interim.
+  full = regime.compare("regime_cifar10", rows(student=student, soft_target=[52.0, 52.5, 54.0, 52.0, 51.5]),
+                        "soft_target", "student")
+  assert full["seeds"] == [0, 1, 2, 3, 4] and full["verdict"] == "confirmed"
   none = regime.compare("regime_cifar10_stride", rows(student=[50.0]), "fsp", "student")
   assert none["verdict"] == "pending (0 of 5 seeds)" and none["mean"] is None and none["se"] is None
 
@@ -146,25 +150,27 @@ def test_json(outputs):
       assert set(c) == {"a", "b", "seeds", "diffs", "mean", "se", "planned_seeds", "verdict"}
   verdicts = {(t, c["a"], c["b"]): c["verdict"] for t in js for c in js[t]["comparisons"]}
   assert verdicts == {
-      ("regime_cifar10", "soft_target", "student"): "confirmed",  # +3.0, +3.0, +2.5
-      ("regime_cifar10", "fsp", "student"): "inconclusive",  # +0.5, -1.0, +1.0
+      ("regime_cifar10", "soft_target", "student"): "confirmed (interim: 3 of 5 seeds)",  # +3.0, +3.0, +2.5
+      ("regime_cifar10", "fsp", "student"): "inconclusive (interim: 3 of 5 seeds)",  # +0.5, -1.0, +1.0
       ("regime_cifar10", "kd_svd_sskd_code", "student"): "pending (0 of 3 seeds)",
       ("regime_cifar10", "kd_svd", "student"): "pending (0 of 3 seeds)",
       ("regime_cifar10", "kd_svd_exact", "student"): "pending (0 of 5 seeds)",
-      ("regime_cifar10", "kd_svd_exact_mean", "student"): "confirmed",  # +2.0, +2.5, +2.0
+      ("regime_cifar10", "kd_svd_exact_mean", "student"): "confirmed (interim: 3 of 5 seeds)",  # +2.0, +2.5, +2.0
       ("regime_cifar10", "kd_svd_exact_mean_untrained_teacher", "student"): "pending (0 of 5 seeds)",
       ("regime_cifar10", "kd_svd_exact_mean_deranged", "student"): "pending (2 of 5 seeds)",
       ("regime_cifar10", "kd_svd_exact_mean_soft_target", "student"): "pending (0 of 5 seeds)",
       ("regime_cifar10", "kd_svd_exact_mean", "kd_svd_exact_mean_untrained_teacher"): "pending (0 of 5 seeds)",
       ("regime_cifar10", "kd_svd_exact_mean", "kd_svd_exact_mean_deranged"): "pending (2 of 5 seeds)",
-      ("regime_cifar10", "kd_svd_exact_mean", "soft_target"): "refuted in this regime",  # -1.0, -0.5, -0.5
-      ("regime_cifar10", "kd_svd_exact_mean", "fsp"): "confirmed",  # +1.5, +3.5, +1.0: mean 2.0 > 2 SE 1.53
+      # -1.0, -0.5, -0.5
+      ("regime_cifar10", "kd_svd_exact_mean", "soft_target"): "refuted in this regime (interim: 3 of 5 seeds)",
+      # +1.5, +3.5, +1.0: mean 2.0 > 2 SE 1.53
+      ("regime_cifar10", "kd_svd_exact_mean", "fsp"): "confirmed (interim: 3 of 5 seeds)",
       ("regime_cifar10", "kd_svd_exact_mean_soft_target", "soft_target"): "pending (0 of 5 seeds)",
       ("regime_cifar10_labels250", "soft_target", "student"): "pending (0 of 5 seeds)",
       ("regime_cifar10_labels250", "fsp", "student"): "pending (0 of 5 seeds)",
       ("regime_cifar10_labels250", "kd_svd_sskd_code", "student"): "pending (0 of 3 seeds)",
       ("regime_cifar10_labels250", "kd_svd", "student"): "pending (0 of 3 seeds)",
-      ("regime_cifar10_labels250", "kd_svd_exact", "student"): "confirmed",
+      ("regime_cifar10_labels250", "kd_svd_exact", "student"): "confirmed (interim: 3 of 5 seeds)",
       ("regime_cifar10_labels250", "kd_svd_exact_mean", "student"): "pending (1 of 5 seeds)",
       ("regime_cifar10_labels250", "kd_svd_exact_mean_soft_target", "student"): "pending (0 of 5 seeds)",
       ("regime_cifar10_labels250", "kd_svd_exact_mean", "soft_target"): "pending (0 of 5 seeds)",
@@ -172,7 +178,8 @@ def test_json(outputs):
       ("regime_cifar10_labels250", "kd_svd_exact_mean_soft_target", "soft_target"): "pending (0 of 5 seeds)",
       ("regime_cifar10_stride", "soft_target", "student"): "pending (1 of 5 seeds)",
       ("regime_cifar10_stride", "fsp", "student"): "pending (0 of 5 seeds)",
-      ("regime_cifar10_stride", "kd_svd_exact_mean", "student"): "confirmed",  # +1.0, +0.5, +0.2
+      # +1.0, +0.5, +0.2
+      ("regime_cifar10_stride", "kd_svd_exact_mean", "student"): "confirmed (interim: 3 of 5 seeds)",
       ("regime_cifar10_stride", "kd_svd", "student"): "pending (0 of 5 seeds)",
       ("regime_cifar10_stride", "kd_svd_exact", "student"): "pending (0 of 5 seeds)",
       ("regime_cifar10_stride", "kd_svd_exact_mean", "soft_target"): "pending (1 of 5 seeds)",
@@ -194,7 +201,7 @@ def test_readme_and_markdown(regime, outputs):
   block = text[text.index(regime.README_BEGIN):text.index(regime.README_END)]
   assert "best" not in block.lower()  # the best epoch is selected on test: never beside the headline
   assert "mean +- SD over seeds" in block and "mean +- SE" in block
-  assert "| KD-SVD exact+mean | 3/5 | 52.17 +- 1.26 | +2.17 +- 0.17 | confirmed |" in block
+  assert "| KD-SVD exact+mean | 3/5 | 52.17 +- 1.26 | +2.17 +- 0.17 | confirmed (interim: 3 of 5 seeds) |" in block
   assert ("| KD-SVD exact+mean, deranged images | 2/5 | 51.50 +- 0.71 | +1.00 +- 0.00 | pending (2 of 5 seeds) |"
           in block)
   assert "| KD-SVD exact+mean + soft target | 0/5 | - | - | pending (0 of 5 seeds) |" in block
@@ -204,11 +211,12 @@ def test_readme_and_markdown(regime, outputs):
   assert "| T-DNN (teacher of `regime_cifar10`, shared) | 1 | 60.00 |" in block
   assert "| S-DNN (stride student alone) | 3/5 | 41.00 +- 1.00 |" in block
   assert ("| all labels | KD-SVD exact+mean vs Soft target | 3/5 | -0.67 +- 0.17 | -1.00, -0.50, -0.50 | "
-          "refuted in this regime |") in block
+          "refuted in this regime (interim: 3 of 5 seeds) |") in block
   md = (outputs["out"] / "regime_table.md").read_text()
   assert "best epoch (%) (selected on test; not used)" in md
   assert "- KD-SVD exact+mean, untrained teacher: seeds [0, 1, 2, 3, 4] (in progress or stopped: [0])" in md
-  assert "| KD-SVD exact+mean vs FSP (1-stage) | 3/5 | +2.00 +- 0.76 | 1.53 | +1.50, +3.50, +1.00 | confirmed |" in md
+  assert ("| KD-SVD exact+mean vs FSP (1-stage) | 3/5 | +2.00 +- 0.76 | 1.53 | +1.50, +3.50, +1.00 | "
+          "confirmed (interim: 3 of 5 seeds) |") in md
   labels250 = md.split("(`regime_cifar10_labels250`)")[1].split("(`regime_cifar10_stride`)")[0]
   assert "train 60.00 %, eval 50.00 %, gap +10.00" in labels250  # S-DNN: last epoch's batch accuracy 0.6 vs 0.50
   assert "- KD-SVD exact (released loss scale): 2.000" in labels250  # last quarter of 4 rows: the last, 4.0 / 2.0
