@@ -54,9 +54,10 @@ def load_config_module(path: str):
 
 
 def plan(config_spec: str, root: str, *, variants: Sequence[str] = (), seeds: Sequence[int] = (),
-         teacher_seed: int = 0, table: str = "", teacher_table: str = "") -> list[Run]:
+         teacher_seed: int = 0, table: str = "", teacher_table: str = "", all_seeds: bool = False) -> list[Run]:
   """The runs of one table, teacher first. `config_spec` = `path[:base,tokens]`; `teacher_table` names another
-  table of `root` whose teacher the students read (default: the table's own)."""
+  table of `root` whose teacher the students read (default: the table's own); `all_seeds` ignores the file's
+  SEEDS_PER_VARIANT (a table whose plan runs every row on every seed)."""
   path, _, base = config_spec.partition(":")
   module = load_config_module(path)
   variants = list(variants) or list(getattr(module, "TABLE_VARIANTS", ()))
@@ -73,7 +74,7 @@ def plan(config_spec: str, root: str, *, variants: Sequence[str] = (), seeds: Se
   teacher_dir = os.path.join(root, teacher_table or table, "teacher", f"seed{teacher_seed}")
   runs = [Run(table, path, arg("teacher"), "teacher", teacher_seed, teacher_dir)]
   # variant -> how many of the file's TABLE_SEEDS it runs (the first ones), whatever --seeds asks for.
-  per_variant = getattr(module, "SEEDS_PER_VARIANT", {})
+  per_variant = {} if all_seeds else getattr(module, "SEEDS_PER_VARIANT", {})
   file_seeds = list(getattr(module, "TABLE_SEEDS", (0,)))
   for s in seeds:  # Seed-major: a table stopped part-way has every variant for its first seeds.
     for v in variants:
@@ -219,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--teacher_checkpoint", choices=("best", "last"), default="best",
                       help="the teacher checkpoint students read: its best eval epoch, or its last (no choice made "
                            "on the eval split)")
+  parser.add_argument("--all_seeds", action="store_true",
+                      help="run every variant on every seed asked for, ignoring the file's SEEDS_PER_VARIANT")
   parser.add_argument("--dry_run", action="store_true", help="print the commands of the runs still to do")
   parser.add_argument("--verbose", action="store_true", help="show the trainer's output instead of logging it")
   args = parser.parse_args(argv)
@@ -237,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     for spec in args.config:
       runs += plan(spec, args.root, variants=variants, seeds=seeds, teacher_seed=args.teacher_seed, table=args.table,
-                   teacher_table=args.teacher_table)
+                   teacher_table=args.teacher_table, all_seeds=args.all_seeds)
   except (ValueError, FileNotFoundError) as e:
     parser.error(str(e))
   runner = lambda run, overrides: subprocess_runner(run, overrides, verbose=args.verbose,

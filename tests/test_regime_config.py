@@ -39,6 +39,10 @@ def test_table_plan_seeds_per_row_and_last_teacher_checkpoint(tmp_path):
   # A capped row runs on the file's first seeds only, whatever --seeds asks for.
   late = run_table.plan(f"{CONFIG}:labels=250", str(tmp_path), seeds=[3, 4])
   assert {r.variant for r in late[1:]} == {v for v in module.TABLE_VARIANTS if v not in module.SEEDS_PER_VARIANT}
+  # Unless the table's plan asks for every seed (the gain plan's stride table).
+  every = run_table.plan(f"{CONFIG}:stride", str(tmp_path), seeds=[3, 4], variants=["kd_svd", "student"],
+                         all_seeds=True)
+  assert [(r.variant, r.seed) for r in every[1:]] == [("kd_svd", 3), ("student", 3), ("kd_svd", 4), ("student", 4)]
   # Seed-major order: all rows of seed 0 before any of seed 1.
   seeds = [r.seed for r in runs[1:]]
   assert seeds == sorted(seeds)
