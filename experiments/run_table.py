@@ -6,7 +6,8 @@ r"""Trains a teacher, then every student of a table, in sequence; rerun the same
 
 A table is a config file (optionally with base tokens after `:`, e.g. a CRD pair or a label budget), a list of
 variants and seeds; both default to the file's TABLE_VARIANTS / TABLE_SEEDS, and a variant named in the file's
-SEEDS_PER_VARIANT runs only on that many of the file's TABLE_SEEDS (the first ones). Workdirs are `ROOT/<table>/<variant>/seed<N>` with
+SEEDS_PER_VARIANT runs only on that many of the file's TABLE_SEEDS (the first ones; a `capped` line names each run
+left out, and --all_seeds runs them). Workdirs are `ROOT/<table>/<variant>/seed<N>` with
 <table> the file's stem plus its base tokens; the teacher is `ROOT/<table>/teacher/seed<T>` and every student gets
 `--config.teacher.workdir` pointing at it. Each run is one `python -m svdkd_jax.main` process (output appended to
 `WORKDIR/run.log`), seed by seed (every variant of the first seed, then of the next); a run whose `summary.json`
@@ -79,6 +80,8 @@ def plan(config_spec: str, root: str, *, variants: Sequence[str] = (), seeds: Se
   for s in seeds:  # Seed-major: a table stopped part-way has every variant for its first seeds.
     for v in variants:
       if v in per_variant and s not in file_seeds[:per_variant[v]]:
+        print(f"[{table}] {v:<18} seed{s}  capped    (the file's SEEDS_PER_VARIANT runs it on seeds "
+              f"{file_seeds[:per_variant[v]]}; --all_seeds runs every seed)", flush=True)
         continue
       runs.append(Run(table, path, arg(v), v, s, os.path.join(root, table, v, f"seed{s}"), teacher_dir))
   return runs

@@ -11,15 +11,14 @@ Config files themselves import `svdkd_jax.recipes`, never each other; the packag
 
 import importlib.util
 import inspect
-import os
 import pathlib
-import sys
 import types
 
 from absl import app
 import ml_collections
 
 from svdkd_jax import config as config_lib
+from svdkd_jax import user_errors
 
 
 def load_module(path: str | pathlib.Path) -> types.ModuleType:
@@ -69,11 +68,6 @@ def check_command_line(argv: list[str]) -> None:
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing (an `app.run` flags_parser) after `check_command_line`, whose errors exit with status 2
   and one `error: ...` line (SVDKD_TRACEBACK=1 shows the trace instead)."""
-  try:
+  with user_errors.one_line():
     check_command_line(argv)
-  except (FileNotFoundError, ValueError) as e:
-    if os.environ.get("SVDKD_TRACEBACK"):
-      raise
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
   return app.parse_flags_with_usage(argv)

@@ -21,7 +21,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from svdkd_jax import config_files
-from svdkd_jax import workdir_lock
+from svdkd_jax import user_errors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
@@ -50,23 +50,13 @@ def main(argv):
   metrics.configure_logging()
   logging.info("JAX %s, process %d of %d, local devices %s, %d devices in total", jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count())
-  try:
+  with user_errors.one_line():
     summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite)
-  except (ValueError, FileNotFoundError, FloatingPointError, workdir_lock.WorkdirLockedError) as e:
-    if os.environ.get("SVDKD_TRACEBACK"):
-      raise
-    # A user error: the message says what is wrong and how to fix it; no JAX trace (SVDKD_TRACEBACK=1 shows it).
-    _exit_with_error(e)
   if jax.process_index() == 0:
     keys = ("complete", "step", "best_eval_accuracy", "best_epoch", "last_eval_accuracy", "wall_time_sec")
     print(json.dumps({k: summary.get(k) for k in keys}))
   if summary.get("interrupted"):
     sys.exit(128 + summary["interrupted"])  # The shell convention for "killed by signal N", after a clean save.
-
-
-def _exit_with_error(e: Exception) -> None:
-  print(f"error: {e}", file=sys.stderr)
-  sys.exit(2)
 
 
 def run() -> None:

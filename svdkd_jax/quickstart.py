@@ -21,7 +21,7 @@ from ml_collections import config_flags
 
 from svdkd_jax import config_files
 from svdkd_jax import recipes
-from svdkd_jax import workdir_lock
+from svdkd_jax import user_errors
 
 RUNS = ("teacher", "student", "kd_svd_exact")
 
@@ -44,10 +44,8 @@ def main(argv):
     if config.distill.method != "none":
       config.teacher.workdir = os.path.join(FLAGS.workdir, "teacher")
     logging.info("quickstart: training %s", run)
-    try:
+    with user_errors.one_line():
       results[run] = train.train_and_evaluate(config, os.path.join(FLAGS.workdir, run))
-    except (workdir_lock.WorkdirLockedError, ValueError) as e:
-      raise SystemExit(f"error: {e}") from None
   print(f"\n{'run':<13} {'best acc':>9} {'last acc':>9} {'wall s':>8}")
   for run in RUNS:
     s = results[run]

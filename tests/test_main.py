@@ -343,7 +343,7 @@ def test_quickstart_refuses_a_workdir_in_use(tmp_path):
   with workdir_lock.acquire(str(tmp_path / "teacher")):
     proc = subprocess.run([sys.executable, "-m", "svdkd_jax.quickstart", "--workdir", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert proc.returncode == 2, proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr
   line = proc.stderr.strip().splitlines()[-1]
   assert re.fullmatch(rf"error: {re.escape(str(tmp_path / 'teacher'))} is in use by another run \(pid {os.getpid()} "

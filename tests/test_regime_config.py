@@ -26,7 +26,7 @@ def test_tokens_set_the_budget_holdout_and_schedule():
                                                                                                      0.25)
 
 
-def test_table_plan_seeds_per_row_and_last_teacher_checkpoint(tmp_path):
+def test_table_plan_seeds_per_row_and_last_teacher_checkpoint(tmp_path, capsys):
   run_table = config_files.load_module(ROOT / "experiments" / "run_table.py")
   module = config_files.load_module(CONFIG)
   runs = run_table.plan(f"{CONFIG}:labels=250", str(tmp_path))
@@ -37,8 +37,14 @@ def test_table_plan_seeds_per_row_and_last_teacher_checkpoint(tmp_path):
   assert counts == {"teacher": 1, **want} and counts["student"] == counts["kd_svd_exact"] == 5
   assert runs[1].workdir == str(tmp_path / "regime_cifar10_labels250" / "student" / "seed0")
   # A capped row runs on the file's first seeds only, whatever --seeds asks for.
+  capsys.readouterr()
   late = run_table.plan(f"{CONFIG}:labels=250", str(tmp_path), seeds=[3, 4])
   assert {r.variant for r in late[1:]} == {v for v in module.TABLE_VARIANTS if v not in module.SEEDS_PER_VARIANT}
+  # Each run left out says so in one line.
+  capped = capsys.readouterr().out.splitlines()
+  assert len(capped) == 2 * len(module.SEEDS_PER_VARIANT), capped
+  assert all(" capped " in line and "--all_seeds" in line for line in capped), capped
+  assert {line.split()[1] for line in capped} == set(module.SEEDS_PER_VARIANT)
   # Unless the table's plan asks for every seed (the gain plan's stride table).
   every = run_table.plan(f"{CONFIG}:stride", str(tmp_path), seeds=[3, 4], variants=["kd_svd", "student"],
                          all_seeds=True)
