@@ -111,7 +111,7 @@ def _aligned_features(student: Array, teacher: Array, k: int, grad_mode: str,
   return svd.align(student_v, teacher_v, teacher_s)
 
 
-def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale: str = "sum",
+def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale: str = "mean",
            svd_solver: str = "auto") -> DistillFn:
   """KD-SVD (Lee, Kim, Song, ECCV 2018) as in the authors' released code (docs/method.md 2-4).
 
@@ -127,9 +127,10 @@ def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale
     svd_grad: the SVD backward (docs/svd_gradient.md): "exact" (the gradient of the loss), "kept_triplets" (the
       poster's gradient on the k kept triplets) or "released_code" (what the authors' released code computes);
       `SVD_GRADS` names the `svd.truncated_svd` grad_mode of each, and those names work here too.
-    loss_scale: "sum": the per-sample losses are summed over the batch (the released code; the gradient clipping
-      of `optim.combine_gradients` sets the effective scale). "mean": averaged over the batch instead, i.e. exactly
-      the "sum" loss divided by B (the 1/2 * sqrt(k) factor is kept).
+    loss_scale: "mean": the per-sample losses are averaged over the batch (the scale KD-SVD gains with in the regime
+      tables, experiments/results/README.md). "sum": summed over the batch, as the released code, i.e. exactly the
+      "mean" loss times B; the gradient clipping of `optim.combine_gradients` then sets the effective scale. Both
+      keep the 1/2 * sqrt(k) factor.
     svd_solver: the Gram matrices' top-k eigensolver, one of `eig.SOLVERS` (svdkd_jax/eig.py).
 
   Returns:

@@ -30,7 +30,7 @@ flags.DEFINE_bool("overwrite", False, "Delete a previous run with a different co
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for a multi-process run.")
 flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
 flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
-config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/quickstart.py:kd_svd_exact.",
+config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/quickstart.py:kd_svd_exact_mean.",
                                 lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 

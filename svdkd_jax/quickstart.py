@@ -2,8 +2,8 @@
 
   python -m svdkd_jax.quickstart --workdir /tmp/svdkd_quickstart [--config.train.epochs=5 ...]
 
-Runs the `teacher`, `student` and `kd_svd_exact` variants of `svdkd_jax.recipes.quickstart` (configs/quickstart.py
-re-exports it; no source tree needed) in WORKDIR/{teacher,student,kd_svd_exact} (the KD-SVD student reads the
+Runs the `teacher`, `student` and `kd_svd_exact_mean` variants of `svdkd_jax.recipes.quickstart` (configs/quickstart.py
+re-exports it; no source tree needed) in WORKDIR/{teacher,student,kd_svd_exact_mean} (the KD-SVD student reads the
 teacher from WORKDIR/teacher). Each run resumes or is skipped if complete, so rerunning the command after an
 interruption continues where it stopped. `--config.X=Y` overrides go to all three. Each run holds its workdir's lock
 (the trainer takes it), so a second quickstart (or `python -m svdkd_jax.main`) on the same folder is refused with
@@ -23,7 +23,7 @@ from svdkd_jax import config_files
 from svdkd_jax import recipes
 from svdkd_jax import user_errors
 
-RUNS = ("teacher", "student", "kd_svd_exact")
+RUNS = ("teacher", "student", "kd_svd_exact_mean")  # KD-SVD as recommended: exact gradient, batch mean
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "/tmp/svdkd_quickstart", "Parent directory of the three runs.")
@@ -46,10 +46,10 @@ def main(argv):
     logging.info("quickstart: training %s", run)
     with user_errors.one_line():
       results[run] = train.train_and_evaluate(config, os.path.join(FLAGS.workdir, run))
-  print(f"\n{'run':<13} {'best acc':>9} {'last acc':>9} {'wall s':>8}")
+  print(f"\n{'run':<18} {'best acc':>9} {'last acc':>9} {'wall s':>8}")
   for run in RUNS:
     s = results[run]
-    print(f"{run:<13} {s['best_eval_accuracy']:>9.4f} {s['last_eval_accuracy']:>9.4f} {s['wall_time_sec']:>8.1f}")
+    print(f"{run:<18} {s['best_eval_accuracy']:>9.4f} {s['last_eval_accuracy']:>9.4f} {s['wall_time_sec']:>8.1f}")
   print(json.dumps({"quickstart": {run: results[run]["last_eval_accuracy"] for run in RUNS},
                     "total_wall_sec": round(time.time() - t0, 1)}))
 

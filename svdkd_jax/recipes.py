@@ -10,7 +10,8 @@ The variants (every file, the quickstart included, gives each name the same mean
   kd_svd            KD-SVD, svd_grad = "kept_triplets" (the poster's truncated gradient); 1-stage
   kd_svd_exact      KD-SVD, svd_grad = "exact"
   kd_svd_sskd_code  KD-SVD, svd_grad = "released_code" (what the released code computes, docs/svd_gradient.md 5)
-  kd_svd_exact_mean KD-SVD, svd_grad = "exact", distill.loss_scale = "mean" (batch mean instead of the sum)
+                    (these three and kd_svd_2stage keep the released loss scale, distill.loss_scale = "sum")
+  kd_svd_exact_mean KD-SVD, svd_grad = "exact", distill.loss_scale = "mean" (the defaults: batch mean, not the sum)
   kd_svd_exact_mean_untrained_teacher, kd_svd_exact_mean_deranged
                     controls of kd_svd_exact_mean: an untrained teacher (teacher.weights = "random"), or each image
                     matched to the teacher's taps of another image (distill.teacher_images = "deranged")
@@ -25,7 +26,7 @@ The variants (every file, the quickstart included, gives each name the same mean
                     recipe's first learning rate (not tuned), then the whole recipe again (the trainer restarts the
                     schedule and the optimiser), so a 2-stage paper run lasts 40 + 200 epochs.
   smoke             modifier: tiny networks on the bundled `digits` data, a few steps (tests; no download)
-No variant means `kd_svd` (the quickstart: `kd_svd_exact`). Students need `--config.teacher.workdir=DIR` (a
+No variant means `kd_svd` (the quickstart: `kd_svd_exact_mean`). Students need `--config.teacher.workdir=DIR` (a
 finished teacher run). Config files add their own tokens, e.g. `epochs=N` in the CPU configs.
 
 The quickstart's config (`quickstart`) lives here too, so `python -m svdkd_jax.quickstart` needs no source tree.
@@ -183,8 +184,8 @@ def apply_variant(config: ml_collections.ConfigDict, arg: ml_collections.ConfigD
   config.distill.method = method
   if svd_grad is not None:
     config.distill.svd_grad = svd_grad
-  if variant.startswith("kd_svd_exact_mean"):
-    config.distill.loss_scale = "mean"  # the batch mean of the PyTorch reimplementations, not the released sum
+  if "kd_svd" in method:  # The paper's rows keep the released batch sum; the `_mean` rows, the default batch mean.
+    config.distill.loss_scale = "mean" if variant.startswith("kd_svd_exact_mean") else "sum"
   if variant == "kd_svd_exact_mean_untrained_teacher":
     config.teacher.weights = "random"
   if variant == "kd_svd_exact_mean_deranged":
@@ -247,7 +248,7 @@ def archive_config(arg: str | None, *, name: str, eval_split: str, num_classes: 
 def quickstart(arg: str | None = None) -> ml_collections.ConfigDict:
   """The quickstart: the VGG pair at width 0.25 on the bundled digits (1,437 train / 360 test, upsampled to 32x32
   so the VGG taps keep their 16/8/4/2 sizes), 8 epochs. `arg`: a variant and modifier as in every config file
-  (`parse_variant`); no variant means `kd_svd_exact`."""
+  (`parse_variant`); no variant means `kd_svd_exact_mean`."""
   config = config_lib.default()
   config.model.width = config.teacher.width = 0.25
   config.data.source = "digits"
@@ -262,5 +263,5 @@ def quickstart(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.log_every_steps = 10
   config.train.checkpoint_every_steps = 200
   config.train.keep_checkpoints = 1
-  return apply_variant(config, parse_variant(arg, default="kd_svd_exact"), pair="vgg",
+  return apply_variant(config, parse_variant(arg, default="kd_svd_exact_mean"), pair="vgg",
                        init_epochs=max(1, (2 * config.train.epochs) // 5))

@@ -7,6 +7,7 @@ key set is configs/default.py's, model names and teacher/student pairs come from
 import ast
 import functools
 import importlib.util
+import inspect
 import json
 import os
 import pathlib
@@ -27,6 +28,7 @@ import pytest
 
 from svdkd_jax import config as config_lib
 from svdkd_jax import config_files
+from svdkd_jax import distill
 from svdkd_jax import models
 from svdkd_jax import recipes
 from svdkd_jax import run_config
@@ -109,6 +111,9 @@ def test_variant_loads_with_default_keys_and_known_models(name, arg):
   assert config.distill.method == method.get(variant, "kd_svd")
   if variant.startswith("kd_svd") and variant != "kd_svd_2stage":
     assert config.distill.svd_grad == SVD_GRADS[variant]
+  # The paper's KD-SVD rows keep the released batch sum; the `_mean` rows and every other method, the default mean.
+  paper_row = variant.startswith("kd_svd") and not variant.startswith("kd_svd_exact_mean")
+  assert config.distill.loss_scale == ("sum" if paper_row else "mean"), (name, arg)
   assert config.distill.mechanism == ("2stage" if variant.endswith("2stage") else "1stage")
   assert (config.distill.init_epochs > 0) == variant.endswith("2stage")
   assert config.model.width == config.teacher.width
@@ -397,8 +402,8 @@ def test_distillation_options_must_be_read_by_the_method():
   run_config.validate_run(config)
   config = recipes.quickstart("fsp")
   config.teacher.workdir = "t"
-  config.distill.loss_scale = "mean"
-  with pytest.raises(ValueError, match=r"^config.distill.loss_scale='mean' is not read by distill.method='fsp' "
+  config.distill.loss_scale = "sum"
+  with pytest.raises(ValueError, match=r"^config.distill.loss_scale='sum' is not read by distill.method='fsp' "
                                        r"\(it has no options\)"):
     run_config.validate_run(config)
   for field, value, message in (("model.name", "vgg99", r"^config.model.name='vgg99' is not a network; valid: "),
@@ -475,7 +480,10 @@ def test_quickstart_variants_mean_what_they_mean_in_every_file():
     for key in ("model.name", "teacher.name", "teacher.weights", "distill.method", "distill.svd_grad",
                 "distill.loss_scale", "distill.teacher_images", "distill.mechanism"):
       assert flat_values(a)[key] == flat_values(b)[key], (variant, key)
-  assert recipes.quickstart().distill.svd_grad == "exact" and recipes.quickstart().distill.method == "kd_svd"
+  default = recipes.quickstart().distill
+  assert (default.method, default.svd_grad, default.loss_scale) == ("kd_svd", "exact", "mean")
+  assert config_lib.default().distill.loss_scale == "mean" and inspect.signature(distill.kd_svd).parameters[
+      "loss_scale"].default == "mean"  # one default: the config's and the Python API's
 
 
 def _committed_runs():

@@ -143,7 +143,8 @@ def test_kd_svd_gradient_matches_finite_differences():
     s_np, t_np = _taps(4), _taps(5)
     refs = _sign_refs(s_np, k)
     t = [jnp.asarray(x) for x in t_np]
-    grads = _grad_fn("kd_svd", k=k, svd_grad="exact")([jnp.asarray(x) for x in s_np], t, None, None)
+    grads = _grad_fn("kd_svd", k=k, svd_grad="exact", loss_scale="sum")([jnp.asarray(x) for x in s_np], t, None,
+                                                                          None)
 
     eps = 1e-6
     for l, x in enumerate(s_np):
@@ -178,7 +179,7 @@ def test_kd_svd_teacher_sign_flip_leaves_loss_unchanged(monkeypatch):
       return u, sig, v
 
     monkeypatch.setattr(svd, "truncated_svd", flipped)
-    fn = jax.jit(distill.get("kd_svd", k=2, svd_grad="released_code"))  # a fresh trace, so it sees the patch
+    fn = jax.jit(distill.get("kd_svd", k=2, svd_grad="released_code", loss_scale="sum"))  # a fresh trace, so it sees the patch
     np.testing.assert_allclose(float(fn(s, t, None, None)[0]), base, rtol=1e-12)
     assert len(teacher_calls) == 3  # the patch did reach the teacher at every tap
 
