@@ -95,7 +95,7 @@ def test_options_of_an_unused_distillation_method_are_not_compared(tmp_path):
   """A new default of `distill.svd_grad` (or `temperature`) does not make a student, FSP or soft-target run another
   run; for a KD-SVD run it does. The run's config.json keeps the values it was written with."""
   for variant, key, value in (("student", "svd_grad", "kept_triplets"), ("fsp", "svd_grad", "released_code"),
-                              ("soft_target", "loss_scale", "mean"), ("kd_svd_exact", "temperature", 2.0)):
+                              ("soft_target", "loss_scale", "sum"), ("kd_svd_exact", "temperature", 2.0)):
     root = str(tmp_path / variant)
     workdir.prepare(recipes.quickstart(variant), root, unread=run_config.unread_keys)
     written = (tmp_path / variant / "config.json").read_bytes()
