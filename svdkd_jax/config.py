@@ -100,7 +100,7 @@ def _distill() -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
   # authors' released code computes: zero at taps with HW >= D).
   distill.svd_grad = "exact"
   # kd_svd: mean (per-image losses averaged over the batch; confirmed in the regime tables, README) | sum (summed, as
-  # the released code: the paper's rows `kd_svd`, `kd_svd_exact`, `kd_svd_sskd_code` set it, svdkd_jax.recipes).
+  # the released code: the paper's rows kd_svd, kd_svd_exact, kd_svd_sskd_code, kd_svd_2stage set it, recipes.py).
   distill.loss_scale = "mean"
   # kd_svd's top-k eigensolver of the Gram matrices (svdkd_jax/eig.py): auto (subspace iteration for Gram matrices
   # above 32 x 32, else eigh; the same rule on every backend) | eigh | subspace. Results differ in the last bits.
