@@ -18,6 +18,8 @@ Tokens (comma-separated, after `:`), on top of the variants of svdkd_jax.recipes
   holdout            evaluate on 5,000 held-out training images outside the subset instead of the test split
   stride             the students are vgg_stride_student (the poster's weakest student); the teacher is unchanged
   epochs=N, teacher_epochs=N, width=W, dropout=R, per_class=N, lr=X   override the constants below (probes)
+                     per_class=0 trains on every training image (50,000; 45,000 with `holdout`, which then
+                     holds out 5,000 of them): the data-scale rung of experiments/scale_plan.md
 
   experiments/run_regime_table.sh          # both budgets, seed by seed, students on the teacher's last checkpoint
   python experiments/regime_report.py --readme README.md
@@ -32,6 +34,7 @@ WIDTH = 0.25
 DROPOUT = 0.0  # the paper VGGs have 0.5 on their hidden FC layers (see above)
 LEARNING_RATE = 1e-2  # the paper's
 TRAIN_PER_CLASS = 500  # 5,000 training images
+TRAIN_IMAGES = 50_000  # CIFAR-10's training split
 LIMITED_LABELS = 250  # the limited label budget (per class) of the second table
 HOLDOUT = 5000
 EPOCHS = 40
@@ -56,7 +59,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.train_per_class = arg.per_class
   config.data.labels_per_class = arg.labels
   config.data.holdout = HOLDOUT if arg.holdout else 0
-  config.train.log_every_steps = 39  # 39 steps per epoch at 5,000 images: one row per epoch
+  images = 10 * arg.per_class if arg.per_class else TRAIN_IMAGES - config.data.holdout
+  config.train.log_every_steps = images // config.train.batch_size  # one row per epoch (39 at 5,000 images)
   config.train.checkpoint_every_steps = 10_000  # epoch ends only (every epoch saves)
   return recipes.apply_variant(config, arg, pair="vgg_stride" if arg.stride else "vgg",
                                init_epochs=max(1, (2 * config.train.epochs) // 5))
