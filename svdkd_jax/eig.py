@@ -7,14 +7,18 @@ Solvers:
               (`EighImplementation.JACOBI`): jaxlib's default sends each matrix larger than 32x32 to its own
               `syevd` call, which costs about 1000x a batched call at batch 128 (as reported to jax).
   "subspace"  block subspace iteration built from matmuls: a block of m = p + EXTRA vectors from a fixed start,
-              `ITERATIONS` steps of `Q <- orthonormalise(G Q)` (a thin [r, m] QR), then a Rayleigh-Ritz step (an m x m `eigh`, m <= 32: one batched call on every backend). Each matrix is then
-              checked: every kept pair must have a residual `||G w - lam w|| <= TOLERANCE * lam_1`, which bounds its
-              error by what `eigh` itself achieves in this precision (residual / gap). While any matrix of the batch
-              fails, up to `MAX_ROUNDS - 1` more rounds of `ITERATIONS` steps run; a batch still failing then takes
-              "eigh" as a whole. Pair p converges like (lam_{m+1} / lam_p)^steps.
-  "auto"      "subspace" where it pays, else "eigh": subspace when r > SUBSPACE_MIN_SIZE and the block is smaller
-              than the matrix, on every backend (docs/performance.md has the measurements behind it: on a CPU,
-              `eigh` is the faster of the two up to 32 x 32 inside the train step, subspace iteration above).
+              steps of `Q <- orthonormalise(G Q)` (CholeskyQR of the [r, m] block), then a Rayleigh-Ritz step (an
+              m x m `eigh`). Each matrix is then checked: every kept pair must have a residual
+              `||G w - lam w|| <= TOLERANCE * lam_1` and unit norm, which bounds its error by what `eigh` itself
+              achieves in this precision (residual / gap). Pair p converges like (lam_{m+1} / lam_p)^steps.
+              The batch runs rounds of `ITERATIONS` steps (at most `MAX_ROUNDS`) while more than a few matrices
+              fail; those few then take "eigh" alone, and a batch still failing takes "eigh" as a whole. A batch
+              whose spectra are too flat to converge (after `PROBE` steps, more than a few matrices with
+              `lam_m / lam_p > RATE_MAX`, read off the block's Rayleigh quotients) takes "eigh" at once.
+  "auto"      "subspace" where it pays, else "eigh": subspace for Gram matrices larger than `SUBSPACE_MIN_SIZE[cpu]`
+              on a CPU (jaxlib's CPU `eigh` is one LAPACK call per matrix) and `SUBSPACE_MIN_SIZE[other]` on
+              accelerators (their batched `eigh` kernels are faster below), when the block is smaller than the
+              matrix (docs/performance.md has the measurements behind both sizes).
 
 Backend-dependent choices are made when the program is lowered (`jax.lax.platform_dependent`), not from the machine
 that traces it: a step exported for CUDA on a CPU carries the CUDA choices.
@@ -30,7 +34,11 @@ SOLVERS = ("auto", "eigh", "subspace")
 EXTRA = 6  # block vectors beyond the p asked for: pair p converges like (lam_{p+EXTRA+1} / lam_p)^steps
 ITERATIONS = 8  # steps per round; real taps' spectra set it (docs/performance.md)
 MAX_ROUNDS = 3  # rounds of ITERATIONS steps before a batch falls back to "eigh"
-SUBSPACE_MIN_SIZE = 32  # "auto" uses subspace iteration for Gram matrices larger than this (r x r)
+PROBE = 3  # steps after which a batch with too many flat spectra takes "eigh" at once
+RATE_MAX = 0.8  # a matrix whose estimated lam_m / lam_p exceeds this after PROBE steps counts as flat
+FEW = 1 / 16  # failing (or flat) matrices up to this share of the batch take "eigh" alone; more send the batch
+# "auto" uses subspace iteration for Gram matrices larger than this (r x r), by backend.
+SUBSPACE_MIN_SIZE = {"cpu": 16, "other": 32}
 JACOBI_BATCHED_MAX = 32  # jaxlib's CUDA eigh batches matrices up to this size without being told to
 
 _einsum = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
@@ -41,13 +49,15 @@ def tolerance(dtype) -> float:
   return 64 * float(jnp.finfo(dtype).eps)
 
 
-def resolve(solver: str, r: int, p: int) -> str:
-  """The solver "auto" means for r x r matrices and p pairs ("eigh" or "subspace"); others map to themselves."""
+def resolve(solver: str, r: int, p: int, platform: str = "cpu") -> str:
+  """The solver "auto" means on `platform` ("cpu" or an accelerator's name) for r x r matrices and p pairs ("eigh"
+  or "subspace"); the others map to themselves."""
   if solver not in SOLVERS:
     raise ValueError(f"Unknown eigensolver {solver!r}; valid: {', '.join(SOLVERS)}.")
   if solver != "auto":
     return solver
-  return "subspace" if r > SUBSPACE_MIN_SIZE and p + EXTRA < r else "eigh"
+  min_size = SUBSPACE_MIN_SIZE["cpu" if platform == "cpu" else "other"]
+  return "subspace" if r > min_size and p + EXTRA < r else "eigh"
 
 
 def top_eigh(g: jax.Array, p: int, solver: str = "auto") -> tuple[jax.Array, jax.Array]:
@@ -64,9 +74,11 @@ def top_eigh(g: jax.Array, p: int, solver: str = "auto") -> tuple[jax.Array, jax
   r = g.shape[-1]
   if not 1 <= p <= r:
     raise ValueError(f"top_eigh: p must satisfy 1 <= p <= r = {r}, got {p}.")
-  if resolve(solver, r, p) == "eigh":
-    return full_eigh(g, p)
-  return subspace_eigh(g, p)
+  solve = {"eigh": full_eigh, "subspace": subspace_eigh}
+  cpu, other = resolve(solver, r, p, "cpu"), resolve(solver, r, p, "other")
+  if cpu == other:
+    return solve[cpu](g, p)
+  return jax.lax.platform_dependent(g, cpu=lambda g: solve[cpu](g, p), default=lambda g: solve[other](g, p))
 
 
 def _eigh_desc(g: jax.Array, p: int, jacobi: bool) -> tuple[jax.Array, jax.Array]:
@@ -87,51 +99,147 @@ def full_eigh(g: jax.Array, p: int) -> tuple[jax.Array, jax.Array]:
 
 @functools.cache
 def _start(r: int, m: int, dtype: str) -> np.ndarray:
-  """A fixed start block `[r, m]` (seeded Gaussian): results are a deterministic function of G."""
-  return np.random.default_rng(r * 1000 + m).standard_normal((r, m)).astype(dtype)
+  """A fixed orthonormal start block `[r, m]` (QR of a seeded Gaussian): results are a deterministic function of G."""
+  z = np.random.default_rng(r * 1000 + m).standard_normal((r, m))
+  return np.linalg.qr(z)[0].astype(dtype)
+
+
+def _inverse_cholesky_transposed(c: jax.Array, floor: float) -> jax.Array:
+  """`L^-T` for the Cholesky factor L of `c [..., m, m]` (symmetric, unit diagonal), pivots floored at `floor`.
+
+  Written out entry by entry on `[...]`-shaped arrays: for the m <= 32 of a subspace block this is a few fused
+  elementwise kernels, where jaxlib's CPU Cholesky and triangular solve make one LAPACK call per matrix.
+  """
+  m = c.shape[-1]
+  low = {}  # L
+  for j in range(m):
+    pivot = c[..., j, j] - sum((low[j, k] * low[j, k] for k in range(j)), 0.0)
+    low[j, j] = jnp.sqrt(jnp.maximum(pivot, floor))
+    for i in range(j + 1, m):
+      low[i, j] = (c[..., i, j] - sum((low[i, k] * low[j, k] for k in range(j)), 0.0)) / low[j, j]
+  inv = {}  # L^-1, lower triangular, by forward substitution
+  for i in range(m):
+    inv[i, i] = 1 / low[i, i]
+    for j in range(i):
+      inv[i, j] = -sum((low[i, k] * inv[k, j] for k in range(j, i)), 0.0) * inv[i, i]
+  zero = jnp.zeros_like(inv[0, 0])
+  return jnp.stack([jnp.stack([inv[j, i] if j >= i else zero for j in range(m)], -1) for i in range(m)], -2)
 
 
 def orthonormalise(z: jax.Array) -> jax.Array:
-  """Orthonormal columns spanning `z [..., r, m]`: Householder QR, orthonormal even when z is rank-deficient or
-  zero (one batched call on every backend; jaxlib's CUDA plugin batches `geqrf` and `orgqr`)."""
-  return jnp.linalg.qr(z)[0]
+  """Columns spanning `z [..., r, m]`: CholeskyQR of the column-scaled block.
+
+  Orthonormal to working precision when the scaled columns are well conditioned (a converging subspace block: its
+  columns point at different eigenvectors); else a well-conditioned basis of the same span, which a second call
+  makes orthonormal. Pivots are floored so that a rank-deficient or zero block stays finite.
+  """
+  c = _einsum("...ri,...rj->...ij", z, z)
+  d = jnp.sqrt(jnp.diagonal(c, axis1=-2, axis2=-1))
+  d = jnp.where(d > 0, d, 1)
+  m = z.shape[-1]
+  floor = m * float(jnp.finfo(z.dtype).eps)
+  t = _inverse_cholesky_transposed(c / (d[..., :, None] * d[..., None, :]), floor) / d[..., :, None]
+  return _einsum("...rm,...mn->...rn", z, t)
 
 
-def _rayleigh_ritz(g: jax.Array, q: jax.Array, p: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Top p Ritz pairs of G on span(q) and whether each matrix's kept pairs pass the residual check."""
-  h = _einsum("...ri,...rs,...sj->...ij", q, g, q)
-  theta, y = _eigh_desc((h + jnp.swapaxes(h, -1, -2)) / 2, p, jacobi=False)  # m x m, m <= 32: batched everywhere
-  w = _einsum("...rm,...mp->...rp", q, y)
-  residual = jnp.linalg.norm(_einsum("...rs,...sp->...rp", g, w) - w * theta[..., None, :], axis=-2)
-  bound = tolerance(g.dtype) * jnp.maximum(theta[..., :1], 0)
-  return theta, w, jnp.all(residual <= bound, axis=-1)
+def _steps(g: jax.Array, q: jax.Array, n) -> jax.Array:
+  return jax.lax.fori_loop(0, n, lambda _, q: orthonormalise(_einsum("...rs,...sm->...rm", g, q)), q)
+
+
+def _too_flat(g: jax.Array, q: jax.Array, p: int) -> jax.Array:
+  """Per matrix, whether the block's Rayleigh quotients put `lam_m / lam_p` above RATE_MAX: `[B]` bool."""
+  h = jnp.sum(q * _einsum("...rs,...sm->...rm", g, q), axis=-2)  # [B, m]
+  return h[:, -1] > RATE_MAX * h[:, p - 1]
+
+
+def _passes(lam: jax.Array, w: jax.Array, gw: jax.Array) -> jax.Array:
+  """Per matrix, whether pairs `(lam [B, p], w [B, r, p])` with `gw = G w` pass the residual check, and `w` is
+  orthonormal: `[B]` bool."""
+  tol = tolerance(w.dtype)
+  residual = jnp.linalg.norm(gw - w * lam[..., None, :], axis=-2)
+  gram = _einsum("...ri,...rj->...ij", w, w)
+  orthonormal = jnp.all(jnp.abs(gram - jnp.eye(w.shape[-1], dtype=w.dtype)) <= tol, axis=(-2, -1))
+  return jnp.all(residual <= tol * jnp.maximum(lam[..., :1], 0), axis=-1) & orthonormal
+
+
+def _top_pairs(g: jax.Array, q: jax.Array, p: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Top p pairs of G from the block q [B, r, m], and whether each matrix's pairs pass the check.
+
+  The block's leading p columns converge on their own where lam_{p+1} / lam_p is small (simultaneous iteration):
+  when they pass for the whole batch they are the pairs. Else a Rayleigh-Ritz step on the block (an m x m `eigh`,
+  batched everywhere) finds them at the block's rate.
+  """
+  z = _einsum("...rs,...sm->...rm", g, q)
+  leading = (jnp.sum(q[..., :p] * z[..., :p], axis=-2), q[..., :p], z[..., :p])
+
+  def rayleigh_ritz():
+    h = _einsum("...ri,...rj->...ij", q, z)
+    theta, y = _eigh_desc((h + jnp.swapaxes(h, -1, -2)) / 2, p, jacobi=False)
+    return theta, _einsum("...rm,...mp->...rp", q, y), _einsum("...rm,...mp->...rp", z, y)
+
+  lam, w, gw = jax.lax.cond(jnp.all(_passes(*leading)), lambda: leading, rayleigh_ritz)
+  return lam, w, _passes(lam, w, gw)
+
+
+def _few(batch: int) -> int:
+  return max(1, int(batch * FEW))
+
+
+def _patch(g: jax.Array, p: int, lam: jax.Array, w: jax.Array, ok: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`(lam, w)` with the matrices failing `ok` replaced by `full_eigh`'s pairs: alone while they are few, else
+  the whole batch."""
+  failing, few = jnp.sum(~ok), _few(g.shape[0])
+
+  def alone():
+    idx = jnp.nonzero(~ok, size=few, fill_value=-1)[0]
+    idx = jnp.where(idx < 0, idx[0], idx)  # spare slots repeat the first failing matrix (same values written)
+    lam_f, w_f = full_eigh(g[idx], p)
+    return lam.at[idx].set(lam_f), w.at[idx].set(w_f)
+
+  branch = (failing > 0).astype(jnp.int32) + (failing > few).astype(jnp.int32)
+  return jax.lax.switch(branch, [lambda: (lam, w), alone, lambda: full_eigh(g, p)])
+
+
+def _iterate(g, q, p, rounds, iterations, first):
+  """Rounds of subspace iteration from q (`first` steps in round 1, `iterations` after) while more than a few
+  matrices fail the check, at most `rounds`: `(lam, w, ok, rounds run)`."""
+  few = _few(g.shape[0])
+
+  def one_round(state):
+    q, _, _, _, done = state
+    q = _steps(g, q, jnp.where(done == 0, first, iterations))
+    return (q, *_top_pairs(g, q, p), done + 1)
+
+  state = one_round((q, None, None, None, 0))
+  _, lam, w, ok, done = jax.lax.while_loop(lambda s: (jnp.sum(~s[3]) > few) & (s[4] < rounds), one_round, state)
+  return lam, w, ok, done
 
 
 def subspace_rounds(g: jax.Array, p: int, rounds: int, *, iterations: int = ITERATIONS,
                     extra: int = EXTRA) -> tuple[jax.Array, jax.Array, jax.Array]:
   """`rounds` fixed rounds of subspace iteration with no fallback: `(lam, w, converged [...])` (diagnostics)."""
-  theta, w, ok, _ = _iterate(g, p, rounds, iterations=iterations, extra=extra)
-  return theta, w, ok
-
-
-def _iterate(g, p, max_rounds, *, iterations, extra):
-  r = g.shape[-1]
-  m = min(r, p + extra)
-  start = jnp.asarray(_start(r, m, jnp.dtype(g.dtype).name))
-
-  def one_round(state):
-    q, _, _, _, rounds = state
-    q = jax.lax.fori_loop(0, iterations, lambda _, q: orthonormalise(_einsum("...rs,...sm->...rm", g, q)), q)
-    return (q, *_rayleigh_ritz(g, q, p), rounds + 1)
-
-  q = jnp.broadcast_to(orthonormalise(start), g.shape[:-2] + start.shape)
-  state = one_round((q, None, None, None, 0))
-  _, theta, w, ok, rounds = jax.lax.while_loop(lambda s: ~jnp.all(s[3]) & (s[4] < max_rounds), one_round, state)
-  return theta, w, ok, rounds
+  lead, r = g.shape[:-2], g.shape[-1]
+  g = g.reshape((-1, r, r))
+  q = jnp.broadcast_to(_start(r, min(r, p + extra), jnp.dtype(g.dtype).name), g.shape[:1] + (r, min(r, p + extra)))
+  q = _steps(g, q, iterations * (rounds - 1))
+  lam, w, ok = _top_pairs(g, _steps(g, q, iterations), p)
+  return lam.reshape(lead + (p,)), w.reshape(lead + (r, p)), ok.reshape(lead)
 
 
 def subspace_eigh(g: jax.Array, p: int, *, iterations: int = ITERATIONS, max_rounds: int = MAX_ROUNDS,
                   extra: int = EXTRA) -> tuple[jax.Array, jax.Array]:
   """The top p pairs by checked block subspace iteration (module docstring), with `full_eigh` as the fallback."""
-  theta, w, ok, _ = _iterate(g, p, max_rounds, iterations=iterations, extra=extra)
-  return jax.lax.cond(jnp.all(ok), lambda: (theta, w), lambda: full_eigh(g, p))
+  lead, r = g.shape[:-2], g.shape[-1]
+  g = g.reshape((-1, r, r))
+  m = min(r, p + extra)
+  q = jnp.broadcast_to(_start(r, m, jnp.dtype(g.dtype).name), g.shape[:1] + (r, m))
+  probe = min(PROBE, iterations)
+  q = _steps(g, q, probe)
+
+  def converge():
+    lam, w, ok, _ = _iterate(g, q, p, max_rounds, iterations, iterations - probe)
+    return _patch(g, p, lam, w, ok)
+
+  flat = jnp.sum(_too_flat(g, q, p)) > _few(g.shape[0])
+  lam, w = jax.lax.cond(flat, lambda: full_eigh(g, p), converge)
+  return lam.reshape(lead + (p,)), w.reshape(lead + (r, p))
