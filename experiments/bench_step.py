@@ -17,6 +17,7 @@ weights). Cases:
   kd_svd_<mode>@eigh   the same with svd_solver = "eigh" (a full eigendecomposition, kept pairs' backward)
   kd_svd_<mode>@before with `--before COMMIT`: the same step with that commit's svdkd_jax/svd.py (read with
                        `git show`), so the code before a change is timed in the same run as after it
+  <case>@bf16          on request (`--cases student,student@bf16`): the case with train.compute_dtype = bfloat16
   teacher              the teacher trained alone (a T-DNN run; for sizing experiment tables)
 Cases are timed round-robin (`--rounds` rounds of `--steps` steps after a compile + warm-up step, odd rounds in
 reverse order): each rate is the median over rounds, and each relative time the median over rounds of the ratio
@@ -48,6 +49,7 @@ MODES = ("paper", "exact", "sskd_code")
 CASES = ("student", "student+teacher", "floor", "fsp", *(f"kd_svd_{m}" for m in MODES),
          *(f"kd_svd_{m}@eigh" for m in MODES), "teacher")
 BEFORE_CASES = tuple(f"kd_svd_{m}@before" for m in MODES)
+BF16_CASES = tuple(f"{c}@bf16" for c in CASES if "@" not in c)
 TARGET = 0.10  # KD-SVD's time per step over the floor's
 NUM_CLASSES, STEPS_PER_EPOCH = 100, 390
 PIXEL_MEAN, PIXEL_STD = (120.0,) * 3, (64.0,) * 3  # the synthetic batch's normalisation, in every case
@@ -109,6 +111,8 @@ def _config(case: str, args):
   config.train.batch_size = args.batch
   if solver in ("eigh", "subspace"):
     config.distill.svd_solver = solver
+  if solver == "bf16":
+    config.train.compute_dtype = "bfloat16"
   return config
 
 
@@ -162,7 +166,8 @@ def step_runs(cases: list[str], args, mesh, batch, before=None) -> dict[str, Cal
   runs = {}
   for case in cases:
     config = _config(case, args)
-    student = networks.build(config.model.name, config.model.width, NUM_CLASSES, 0, mesh=mesh)
+    student = networks.build(config.model.name, config.model.width, NUM_CLASSES, 0, mesh=mesh,
+                             compute_dtype=config.train.compute_dtype)
     teacher = train.random_teacher(config, NUM_CLASSES, mesh=mesh) if case not in ("student", "teacher") else None
     state, tx = train.create_train_state(config, student, STEPS_PER_EPOCH, mesh=mesh)
     distill_fn = floor_loss if case == "floor" else distill.from_config(config.distill)
@@ -274,8 +279,8 @@ def main(argv=None) -> dict:
   before = load_before(args.before) if args.before else None
   if args.before and before is None:
     raise SystemExit(f"--before {args.before}: git cannot show svdkd_jax/svd.py at that commit")
-  valid = CASES + (BEFORE_CASES if before else ())
-  cases = [c.strip() for c in args.cases.split(",") if c.strip()] or list(valid)
+  valid = CASES + BF16_CASES + (BEFORE_CASES if before else ())
+  cases = [c.strip() for c in args.cases.split(",") if c.strip()] or [c for c in valid if c not in BF16_CASES]
   unknown = sorted(set(cases) - set(valid))
   if unknown:
     raise SystemExit(f"unknown case(s) {unknown}; valid: {', '.join(valid)}")

@@ -36,6 +36,7 @@ CHOICES = {
     "data.normalization": ("dataset", "cifar100_bgr"),
     "optim.name": ("sgd", "adam"),
     "train.ce_reduction": ("batch", "labelled"),
+    "train.compute_dtype": ("float32", "bfloat16"),
 }
 # Earlier names of values, {key: {earlier name: name}}: runs written with them read as the same runs today.
 ALIASES = {
@@ -177,6 +178,10 @@ def _optim_and_train() -> tuple[ml_collections.ConfigDict, ml_collections.Config
   # Cross-entropy with a label budget: "batch" = mean over every image of the batch, unlabelled ones counting as
   # zero (the released code); "labelled" = mean over the labelled images of the batch. Equal with all labels.
   train.ce_reduction = "batch"
+  # The dtype both networks compute in: float32 | bfloat16 (accelerators: their convolutions and matmuls run at the
+  # bfloat16 rate; README). Parameters, optimiser state, BatchNorm statistics, the SVD, Gram matrices and losses
+  # stay float32.
+  train.compute_dtype = "float32"
   return optim, train
 
 

@@ -7,7 +7,9 @@
 
 `variables` is `{"params": nnx.State, "rest": nnx.State}` (BatchNorm statistics and the dropout stream in "rest"),
 the layout of a checkpoint's `model` item. Teacher and student runs are restored alike: a run's network is its
-config's `model`, and the checkpoint's meta says which network that was.
+config's `model`, and the checkpoint's meta says which network that was. `compute_dtype` ("float32" or "bfloat16",
+config.train.compute_dtype) is the dtype the layers compute in, logits and taps come in: parameters, and so the
+optimiser state and the gradients, stay float32.
 """
 
 import dataclasses
@@ -17,6 +19,7 @@ from typing import Any
 from etils import epath
 from flax import nnx
 import jax
+import jax.numpy as jnp
 
 from svdkd_jax import checkpoint
 from svdkd_jax import models
@@ -33,13 +36,14 @@ class Network:
   step_dir: str | None = None  # the checkpoint it was restored from; None for a fresh network
 
 
-def _create(name: str, width: float, num_classes: int, seed: int, image_size: int,
-            dropout: float | None) -> nnx.Module:
+def _create(name: str, width: float, num_classes: int, seed: int, image_size: int, dropout: float | None,
+            compute_dtype: str) -> nnx.Module:
   rngs = nnx.Rngs(params=seed, dropout=seed + 1)
   # The paper VGGs flatten their last map (they need the input size) and are the only networks with dropout.
   options = {"input_size": image_size or 32, "dropout": dropout}
   options = {k: v for k, v in options.items() if k in models.options(name) and v is not None}
-  return models.create(name, num_classes, rngs=rngs, width=width, **options)
+  dtype = None if compute_dtype == "float32" else jnp.dtype(compute_dtype)
+  return models.create(name, num_classes, rngs=rngs, width=width, dtype=dtype, **options)
 
 
 def _split(module: nnx.Module) -> tuple[nnx.GraphDef, nnx.GraphDef, dict]:
@@ -51,13 +55,14 @@ def _split(module: nnx.Module) -> tuple[nnx.GraphDef, nnx.GraphDef, dict]:
 
 
 def build(name: str, width: float, num_classes: int, seed: int, *, mesh: jax.sharding.Mesh, image_size: int = 32,
-          dropout: float | None = None) -> Network:
+          dropout: float | None = None, compute_dtype: str = "float32") -> Network:
   """A freshly initialised `models.create(name, ...)` (params from `seed`, dropout stream `seed + 1`) on `mesh`.
 
   `image_size` matters only to the paper VGGs (they flatten the last map); `dropout` is their FC dropout rate
-  (None: the network's default, the paper's 0.5); other networks ignore both.
+  (None: the network's default, the paper's 0.5); other networks ignore both. `compute_dtype`: the module docstring.
   """
-  train_def, eval_def, variables = _split(_create(name, width, num_classes, seed, image_size, dropout))
+  train_def, eval_def, variables = _split(_create(name, width, num_classes, seed, image_size, dropout,
+                                                  compute_dtype))
   return Network(name, train_def, eval_def, parallel.replicate(variables, mesh))
 
 
@@ -81,17 +86,17 @@ def _check_meta(step_dir: epath.Path, name: str, width: float, num_classes: int)
 
 
 def restore(path: str, name: str, width: float, num_classes: int, *, mesh: jax.sharding.Mesh,
-            image_size: int = 32, dropout: float | None = None) -> Network:
+            image_size: int = 32, dropout: float | None = None, compute_dtype: str = "float32") -> Network:
   """The network of a finished run: `path` is its workdir (best checkpoint, else latest) or a `<step>` directory.
 
   Raises FileNotFoundError when there is no checkpoint and a one-line ValueError when the checkpoint holds another
   network, width or class count than `name`, `width`, `num_classes`. `dropout` (paper VGGs; used in train mode
-  only) defaults to the saved run's rate.
+  only) defaults to the saved run's rate. `compute_dtype`: the module docstring.
   """
   step_dir = checkpoint.find_step_dir(path)
   saved = _check_meta(step_dir, name, width, num_classes)
   dropout = saved.get("dropout") if dropout is None else dropout
-  train_def, eval_def, abstract_vars = _abstract(name, width, num_classes, image_size, dropout)
+  train_def, eval_def, abstract_vars = _abstract(name, width, num_classes, image_size, dropout, compute_dtype)
   try:
     variables = checkpoint.restore_model(step_dir, parallel.abstract(abstract_vars, mesh))
   except checkpoint.CheckpointUnreadableError:

@@ -57,7 +57,8 @@ def restore_teacher(config: ml_collections.ConfigDict, num_classes: int, *, mesh
   step_dir = checkpoint.find_teacher_step_dir(config.teacher.workdir, config.teacher.checkpoint)
   try:
     return networks.restore(str(step_dir), config.teacher.name, config.teacher.width, num_classes, mesh=mesh,
-                            image_size=image_size, dropout=config.teacher.dropout)
+                            image_size=image_size, dropout=config.teacher.dropout,
+                            compute_dtype=config.train.compute_dtype)
   except checkpoint.CheckpointUnreadableError:
     raise  # Damaged, not mismatched: its message names the step and what to do.
   except ValueError as e:
@@ -70,14 +71,16 @@ def random_teacher(config: ml_collections.ConfigDict, num_classes: int, *, mesh,
   """An untrained frozen teacher (`teacher.weights = "random"`; also for benchmarks and tests that need a teacher
   forward but no trained weights)."""
   return networks.build(config.teacher.name, config.teacher.width, num_classes, config.seed + 100, mesh=mesh,
-                        image_size=image_size, dropout=config.teacher.dropout)
+                        image_size=image_size, dropout=config.teacher.dropout,
+                        compute_dtype=config.train.compute_dtype)
 
 
 def create_models(config: ml_collections.ConfigDict, num_classes: int, *, mesh,
                   image_size: int = 32) -> tuple[networks.Network, networks.Network | None]:
   """The student (config.model, seeded by config.seed) and, for distillation runs, the frozen teacher."""
   student = networks.build(config.model.name, config.model.width, num_classes, config.seed, mesh=mesh,
-                           image_size=image_size, dropout=config.model.dropout)
+                           image_size=image_size, dropout=config.model.dropout,
+                           compute_dtype=config.train.compute_dtype)
   teacher = None
   if config.distill.method != "none" and config.teacher.weights == "random":
     teacher = random_teacher(config, num_classes, mesh=mesh, image_size=image_size)

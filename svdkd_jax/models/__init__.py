@@ -98,7 +98,8 @@ def _check_name(name: str) -> None:
     raise ValueError(f"unknown model {name!r}; registered models: {', '.join(names())}")
 
 
-def create(name: str, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0, **kwargs) -> nnx.Module:
+def create(name: str, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0, dtype=None,
+           **kwargs) -> nnx.Module:
   """Builds network `name` with `num_classes` outputs.
 
   Args:
@@ -106,10 +107,14 @@ def create(name: str, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0, *
     num_classes: logits per example.
     rngs: `nnx.Rngs` with a `params` stream (and `dropout` for the paper VGGs), or `nnx.Rngs(seed)`.
     width: multiplies every channel count (and the VGG FC width); 1.0 is the published network.
+    dtype: the dtype its layers compute in (e.g. `jnp.bfloat16`), set on every conv, dense and BatchNorm layer;
+      parameters stay float32 and BatchNorm statistics are computed in float32 (Flax's `dtype`/`param_dtype`).
+      None: the inputs' dtype.
     **kwargs: family options: `input_size` (paper VGGs, default 32), `dropout` (paper VGGs), `variant` and
       `batch_stats_always` (MobileNet), `cardinality` (ResNeXt).
   Returns:
-    An `nnx.Module` in train mode; `model(x)` maps x [B, H, W, 3] to (logits [B, classes], taps [[B, h, w, d]]).
+    An `nnx.Module` in train mode; `model(x)` maps x [B, H, W, 3] to (logits [B, classes], taps [[B, h, w, d]]),
+    both in `dtype`.
   """
   _check_name(name)
   if int(num_classes) != num_classes or num_classes < 1:
@@ -119,7 +124,12 @@ def create(name: str, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0, *
   unknown = sorted(set(kwargs) - set(options(name)))
   if unknown:
     raise ValueError(f"{name} does not take option(s) {unknown}; it accepts {list(options(name)) or 'none'}")
-  return _REGISTRY[name].build(int(num_classes), rngs=rngs, width=width, **kwargs)
+  model = _REGISTRY[name].build(int(num_classes), rngs=rngs, width=width, **kwargs)
+  if dtype is not None:
+    for _, layer in nnx.iter_modules(model):
+      if isinstance(layer, (nnx.Conv, nnx.Linear, nnx.BatchNorm)):
+        layer.dtype = dtype
+  return model
 
 
 def options(name: str) -> tuple[str, ...]:
