@@ -66,9 +66,9 @@ def build(name: str, width: float, num_classes: int, seed: int, *, mesh: jax.sha
   return Network(name, train_def, eval_def, parallel.replicate(variables, mesh))
 
 
-def _abstract(name: str, width: float, num_classes: int, image_size: int,
-              dropout: float | None) -> tuple[nnx.GraphDef, nnx.GraphDef, dict]:
-  return _split(nnx.eval_shape(lambda: _create(name, width, num_classes, 0, image_size, dropout)))
+def _abstract(name: str, width: float, num_classes: int, image_size: int, dropout: float | None,
+              compute_dtype: str) -> tuple[nnx.GraphDef, nnx.GraphDef, dict]:
+  return _split(nnx.eval_shape(lambda: _create(name, width, num_classes, 0, image_size, dropout, compute_dtype)))
 
 
 def _check_meta(step_dir: epath.Path, name: str, width: float, num_classes: int) -> dict:
