@@ -10,6 +10,9 @@
 #
 # Here, once: experiments/accelerator_wheels.sh (the image lacks grain and ml_collections). There, from the
 # repository root, with .whl carried: experiments/accelerator_check.sh [OUT]
+# Environment: SMOKE=1 (tiny sizes, to check the script itself on a CPU); CHECKS (the checks to run, default all:
+# "devices bench_svd bench_step epoch"); SVD_SHAPES, SVD_LIMIT, STEP_CASES, STEP_ARGS, STEP_LIMIT, EPOCH_STEPS
+# (override the sizes and time limits below; experiments/gpu_campaign.py uses them to fit its budget).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-/tmp/accelerator_check}}
@@ -21,9 +24,11 @@ if ! $PY -c "import grain, ml_collections" 2>/dev/null; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-SMOKE=${SMOKE:-0}  # 1: tiny sizes, to check the script itself on a CPU
-if [ "$SMOKE" = 1 ]; then SHAPES=4x4x16; WIDTH=0.125; STEPS=4; ROUNDS="--steps 1 --rounds 1 --cases floor,kd_svd_exact"
-else SHAPES=16x16x64,8x8x128,4x4x256,2x2x512; WIDTH=1.0; STEPS=391; ROUNDS="--steps 10 --rounds 3"; fi
+SMOKE=${SMOKE:-0}
+if [ "$SMOKE" = 1 ]; then SHAPES=4x4x16; WIDTH=0.125; STEPS=4; ROUNDS="--steps 1 --rounds 1"; CASES=floor,kd_svd_exact
+else SHAPES=16x16x64,8x8x128,4x4x256,2x2x512; WIDTH=1.0; STEPS=391; ROUNDS="--steps 10 --rounds 3"; CASES=; fi
+SHAPES=${SVD_SHAPES:-$SHAPES} STEPS=${EPOCH_STEPS:-$STEPS} ROUNDS=${STEP_ARGS:-$ROUNDS} CASES=${STEP_CASES:-$CASES}
+CHECKS=${CHECKS:-devices bench_svd bench_step epoch}
 
 emit() {  # emit NAME SECONDS_LIMIT COMMAND...: the command's last line (a JSON object) wrapped as one check
   local name=$1 limit=$2; shift 2
@@ -48,13 +53,15 @@ print(json.dumps({"check": name, "rc": rc, "seconds": seconds, "result": result}
 PYEOF
 }
 
-emit devices 60 $PY -c 'import jax, json; print(json.dumps({"jax": jax.__version__, "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}))'
-emit bench_svd 150 $PY experiments/bench_svd.py --shapes $SHAPES --inputs taplike,relu --repeats 20
-emit bench_step 240 $PY experiments/bench_step.py --width $WIDTH --batch 128 $ROUNDS
-for run in student kd_svd_exact_mean; do
+wanted() { case " $CHECKS " in *" $1 "*) return 0;; *) return 1;; esac; }
+wanted devices && emit devices 60 $PY -c 'import jax, json; print(json.dumps({"jax": jax.__version__, "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}))'
+wanted bench_svd && emit bench_svd "${SVD_LIMIT:-150}" $PY experiments/bench_svd.py --shapes $SHAPES --inputs taplike,relu --repeats 20
+wanted bench_step && emit bench_step "${STEP_LIMIT:-240}" $PY experiments/bench_step.py --width $WIDTH --batch 128 $ROUNDS ${CASES:+--cases $CASES}
+wanted epoch && for run in student kd_svd_exact_mean; do
   emit epoch_$run 120 $PY -m svdkd_jax.main --config=configs/cifar100_vgg.py:$run --workdir="$OUT/epoch_$run" \
     --config.model.width=$WIDTH --config.teacher.width=$WIDTH --config.teacher.weights=random \
     --config.data.source=digits --config.data.name=digits --config.data.path= --config.data.num_classes=10 \
     --config.data.normalization=dataset --config.train.max_steps=$STEPS --config.train.checkpoint_every_steps=100000 \
     --config.train.log_every_steps=50
 done
+exit 0

@@ -95,28 +95,38 @@ def write_split(folder: Path, split: str, files: Sequence[Path], labels: Sequenc
   sha256, per-channel mean and std. All images must have one size (the reader serves one array per split).
   `error(message)` is what a bad input raises; `progress(iterable, total, description)` wraps the decoding loop.
   """
-  labels = np.asarray(labels, np.int16)
   if not len(files):
     raise error(f"split {split!r} has no images.")
   blobs = [Path(f).read_bytes() for f in progress(files, len(files), f"{split}: reading")]
+  return write_blobs(folder, split, blobs, [str(f) for f in files], labels, num_classes, error=error,
+                     progress=progress)
+
+
+def write_blobs(folder: Path, split: str, blobs: Sequence[bytes], names: Sequence[str], labels: Sequence[int],
+                num_classes: int, *, error: Callable[[str], Exception] = ValueError,
+                progress: Callable[[Iterable, int, str], Iterable] = lambda it, total, desc: it) -> dict[str, Any]:
+  """`write_split` from the JPEG files' bytes `blobs` (named `names` in errors): the same checks, file and entry."""
+  labels = np.asarray(labels, np.int16)
+  if not len(blobs):
+    raise error(f"split {split!r} has no images.")
   digest = hashlib.sha256()
   total, squares, shape = np.zeros(3, np.int64), np.zeros(3, np.int64), None
 
   def decode(i: int) -> np.ndarray:
-    return decode_rgb(blobs[i], str(files[i]), error)
+    return decode_rgb(blobs[i], names[i], error)
 
   with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-    for i, image in enumerate(progress(pool.map(decode, range(len(files))), len(files), f"{split}: checking")):
+    for i, image in enumerate(progress(pool.map(decode, range(len(blobs))), len(blobs), f"{split}: checking")):
       if shape is None:
         shape = image.shape
       elif image.shape != shape:
-        raise error(f"{files[i]} is {image.shape[1]}x{image.shape[0]} but {files[0]} is {shape[1]}x{shape[0]}: an "
+        raise error(f"{names[i]} is {image.shape[1]}x{image.shape[0]} but {names[0]} is {shape[1]}x{shape[0]}: an "
                     "archive split holds one image size.")
       digest.update(np.ascontiguousarray(image).data)  # the bytes of the stacked uint8 [n, H, W, 3] array, in order
       pixels = image.reshape(-1, 3).astype(np.int64)
       total += pixels.sum(0)
       squares += (pixels * pixels).sum(0)
-  count = len(files) * shape[0] * shape[1]
+  count = len(blobs) * shape[0] * shape[1]
   mean = total / count
   std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
   offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
@@ -125,7 +135,7 @@ def write_split(folder: Path, split: str, files: Sequence[Path], labels: Sequenc
   np.savez(tmp, jpeg=np.frombuffer(b"".join(blobs), np.uint8), offsets=offsets, labels=labels)
   os.replace(tmp, npz_path)
   per_class = np.bincount(labels, minlength=num_classes)
-  return {"n": len(files), "image_shape": list(shape), "per_class_min": int(per_class.min()),
+  return {"n": len(blobs), "image_shape": list(shape), "per_class_min": int(per_class.min()),
           "per_class_max": int(per_class.max()), "mean": [round(float(m) / 255, 4) for m in mean],
           "std": [round(float(s) / 255, 4) for s in std], "sha256_decoded_images_pil": digest.hexdigest(),
           "sha256_labels_int16": _sha256_hex([labels.tobytes()]), "file": npz_path.name,
