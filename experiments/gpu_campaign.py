@@ -3,10 +3,11 @@ r"""The GPU campaign: the accelerator checks, then the data-scale question at fu
 
 Here, once (pip and the CIFAR-10 archive in the data root, `$SVDKD_DATA` or `~/svdkd_data`):
 
-  experiments/accelerator_wheels.sh          # .whl/, 5.9 MB: the packages the GPU image lacks, and ours of flax
+  experiments/accelerator_wheels.sh          # .whl/, 6.7 MiB: the packages the GPU image lacks; flax, optax, orbax
   python experiments/gpu_campaign_data.py    # .gpu_campaign/, 31.1 MiB: 25,000 training images and the test split
 
-There, with the device tool (`run`), from the repository root (the tree, 13 MiB, and both folders: about 50 MiB):
+There, with the device tool (`run`), from the repository root (the tree, 13.1 MiB, and both folders: 51 MiB of the
+64 MiB a call carries):
 
   command:   python3 experiments/gpu_campaign.py --out $OUT
   carry:     [".whl", ".gpu_campaign"]
