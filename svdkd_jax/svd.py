@@ -177,16 +177,20 @@ def _forward(x: jax.Array, k: int, solver: str):
   g = _gram(xs)
   lam, base = eig.top_eigh(g, k, solver)  # base: v if tall else u
   tall = x.shape[-2] >= x.shape[-1]
-  y = _einsum("...mn,...nk->...mk", xs, base) if tall else _einsum("...mn,...mk->...nk", xs, base)
-  s = jnp.linalg.norm(y, axis=-2)  # [..., k]
+  # The other factor is formed transposed, [..., k, HW] or [..., k, D]: its reductions then run along the minor
+  # axis (with k minor, XLA's CPU loops over a stride of k).
+  y = _einsum("...mn,...nk->...km", xs, base) if tall else _einsum("...mn,...mk->...kn", xs, base)
+  s = jnp.linalg.norm(y, axis=-1)  # [..., k]
   s = jax.lax.cummin(s, axis=s.ndim - 1)  # norms of near-equal values may be 1 ulp out of order
   ok = s > _eps(x.dtype) * s[..., :1]
-  other = jnp.where(ok[..., None, :], y / jnp.where(ok, s, 1)[..., None, :], 0)
-  u, v = (other, base) if tall else (base, other)
+  other = jnp.where(ok[..., None], y / jnp.where(ok, s, 1)[..., None], 0)
+  v = jnp.swapaxes(base, -1, -2) if tall else other  # [..., k, D]
   # The largest-magnitude entry of each v is made positive (on a tie between +a and -a, v is kept as is).
-  neg = -jnp.min(v, axis=-2, keepdims=True) > jnp.max(v, axis=-2, keepdims=True)
-  sign = jnp.where(neg, -1, 1).astype(x.dtype)
-  return (u * sign, s, v * sign), (g, lam), xs, c[..., 0]
+  neg = -jnp.min(v, axis=-1) > jnp.max(v, axis=-1)
+  sign = jnp.where(neg, -1, 1).astype(x.dtype)[..., None, :]
+  other = jnp.swapaxes(other, -1, -2) * sign
+  u, v = (other, base * sign) if tall else (base * sign, other)
+  return (u, s, v), (g, lam), xs, c[..., 0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
@@ -239,7 +243,8 @@ def _complement_resolvent(g, base, lam, rhs, eps):
   g_perp = g - _einsum("...ik,...k,...jk->...ij", base, lam, base)  # G without the kept pairs
   delta = 4 * r * float(jnp.finfo(g.dtype).eps) * lam_1
   shifts = (lam + delta)[..., :, None, None] * jnp.eye(r, dtype=g.dtype)  # [..., k, r, r]
-  factor = jnp.linalg.cholesky(shifts - g_perp[..., None, :, :])
+  # LAPACK reads one triangle: the matrix is symmetric by construction, so it is not symmetrised first (a pass).
+  factor = jax.lax.linalg.cholesky(shifts - g_perp[..., None, :, :], symmetrize_input=False)
   solve = lambda b: jax.scipy.linalg.cho_solve((factor, True), b[..., None])[..., 0]
   b = jnp.swapaxes(proj(rhs), -1, -2)  # [..., k, r]
   y = solve(b)
