@@ -9,12 +9,14 @@ Solvers:
   "subspace"  block subspace iteration built from matmuls: a block of m = p + EXTRA vectors from a fixed start,
               steps of `Q <- orthonormalise(G Q)` (CholeskyQR of the [r, m] block), then a Rayleigh-Ritz step (an
               m x m `eigh`). Each matrix is then checked: every kept pair must have a residual
-              `||G w - lam w|| <= TOLERANCE * lam_1` and unit norm, which bounds its error by what `eigh` itself
-              achieves in this precision (residual / gap). Pair p converges like (lam_{m+1} / lam_p)^steps.
-              The batch runs rounds of `ITERATIONS` steps (at most `MAX_ROUNDS`) while more than a few matrices
-              fail; those few then take "eigh" alone, and a batch still failing takes "eigh" as a whole. A batch
-              whose spectra are too flat to converge (after `PROBE` steps, more than a few matrices with
-              `lam_m / lam_p > RATE_MAX`, read off the block's Rayleigh quotients) takes "eigh" at once.
+              `||G w - lam w|| <= tolerance * lam_1`, which bounds its error by what `eigh` itself achieves in this
+              precision (residual / gap), and the kept vectors must be orthonormal. Pair p converges like (lam_{m+1} / lam_p)^steps.
+              After `PROBE` steps the batch stops if the block's leading p columns already pass the check (a top
+              p well separated from the rest, as a teacher's single pair), and takes "eigh" at once if its spectra
+              are too flat to converge (more than a few matrices with `lam_m / lam_p > RATE_MAX`, read off the
+              block's Rayleigh quotients). Else it runs rounds of `ITERATIONS` steps (at most `MAX_ROUNDS`), each
+              ended by the check (of the leading columns, else of a Rayleigh-Ritz step), while more than a few
+              matrices fail; those few then take "eigh" alone, and a batch still failing takes it as a whole.
   "auto"      "subspace" where it pays, else "eigh": subspace for Gram matrices larger than `SUBSPACE_MIN_SIZE[cpu]`
               on a CPU (jaxlib's CPU `eigh` is one LAPACK call per matrix) and `SUBSPACE_MIN_SIZE[other]` on
               accelerators (their batched `eigh` kernels are faster below), when the block is smaller than the
@@ -34,7 +36,7 @@ SOLVERS = ("auto", "eigh", "subspace")
 EXTRA = 6  # block vectors beyond the p asked for: pair p converges like (lam_{p+EXTRA+1} / lam_p)^steps
 ITERATIONS = 8  # steps per round; real taps' spectra set it (docs/performance.md)
 MAX_ROUNDS = 3  # rounds of ITERATIONS steps before a batch falls back to "eigh"
-PROBE = 3  # steps after which a batch with too many flat spectra takes "eigh" at once
+PROBE = 4  # steps after which the leading columns are checked, and a batch of flat spectra takes "eigh"
 RATE_MAX = 0.8  # a matrix whose estimated lam_m / lam_p exceeds this after PROBE steps counts as flat
 FEW = 1 / 16  # failing (or flat) matrices up to this share of the batch take "eigh" alone; more send the batch
 # "auto" uses subspace iteration for Gram matrices larger than this (r x r), by backend.
@@ -146,12 +148,6 @@ def _steps(g: jax.Array, q: jax.Array, n) -> jax.Array:
   return jax.lax.fori_loop(0, n, lambda _, q: orthonormalise(_einsum("...rs,...sm->...rm", g, q)), q)
 
 
-def _too_flat(g: jax.Array, q: jax.Array, p: int) -> jax.Array:
-  """Per matrix, whether the block's Rayleigh quotients put `lam_m / lam_p` above RATE_MAX: `[B]` bool."""
-  h = jnp.sum(q * _einsum("...rs,...sm->...rm", g, q), axis=-2)  # [B, m]
-  return h[:, -1] > RATE_MAX * h[:, p - 1]
-
-
 def _passes(lam: jax.Array, w: jax.Array, gw: jax.Array) -> jax.Array:
   """Per matrix, whether pairs `(lam [B, p], w [B, r, p])` with `gw = G w` pass the residual check, and `w` is
   orthonormal: `[B]` bool."""
@@ -170,7 +166,7 @@ def _top_pairs(g: jax.Array, q: jax.Array, p: int) -> tuple[jax.Array, jax.Array
   batched everywhere) finds them at the block's rate.
   """
   z = _einsum("...rs,...sm->...rm", g, q)
-  leading = (jnp.sum(q[..., :p] * z[..., :p], axis=-2), q[..., :p], z[..., :p])
+  leading = _leading(q, z, p)
 
   def rayleigh_ritz():
     h = _einsum("...ri,...rj->...ij", q, z)
@@ -179,6 +175,18 @@ def _top_pairs(g: jax.Array, q: jax.Array, p: int) -> tuple[jax.Array, jax.Array
 
   lam, w, gw = jax.lax.cond(jnp.all(_passes(*leading)), lambda: leading, rayleigh_ritz)
   return lam, w, _passes(lam, w, gw)
+
+
+def _too_flat(q: jax.Array, z: jax.Array, p: int) -> jax.Array:
+  """Per matrix, whether the Rayleigh quotients of the block q's last column and its p-th (z = G q) put
+  lam_m / lam_p above RATE_MAX: `[B]` bool."""
+  h = jnp.sum(q * z, axis=-2)
+  return h[:, -1] > RATE_MAX * h[:, p - 1]
+
+
+def _leading(q: jax.Array, z: jax.Array, p: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The block's leading p columns as pairs `(lam, w, G w)`, their eigenvalues the columns' Rayleigh quotients."""
+  return jnp.sum(q[..., :p] * z[..., :p], axis=-2), q[..., :p], z[..., :p]
 
 
 def _few(batch: int) -> int:
@@ -235,11 +243,15 @@ def subspace_eigh(g: jax.Array, p: int, *, iterations: int = ITERATIONS, max_rou
   q = jnp.broadcast_to(_start(r, m, jnp.dtype(g.dtype).name), g.shape[:1] + (r, m))
   probe = min(PROBE, iterations)
   q = _steps(g, q, probe)
+  z = _einsum("...rs,...sm->...rm", g, q)
+  leading = _leading(q, z, p)
 
   def converge():
     lam, w, ok, _ = _iterate(g, q, p, max_rounds, iterations, iterations - probe)
     return _patch(g, p, lam, w, ok)
 
-  flat = jnp.sum(_too_flat(g, q, p)) > _few(g.shape[0])
-  lam, w = jax.lax.cond(flat, lambda: full_eigh(g, p), converge)
+  # 0: the leading columns already pass (a well separated top p); 1: too many flat spectra; 2: more rounds.
+  flat = jnp.sum(_too_flat(q, z, p)) > _few(g.shape[0])
+  branch = jnp.where(jnp.all(_passes(*leading)), 0, jnp.where(flat, 1, 2))
+  lam, w = jax.lax.switch(branch, [lambda: leading[:2], lambda: full_eigh(g, p), converge])
   return lam.reshape(lead + (p,)), w.reshape(lead + (r, p))

@@ -128,14 +128,14 @@ def test_a_flat_batch_takes_eigh_after_the_probe(r):
   x = np.maximum(rng.standard_normal((64, 4 * r, r)), 0).astype(np.float32)
   g = np.einsum("bmi,bmj->bij", x, x)
   q = eig._steps(jnp.asarray(g), jnp.broadcast_to(eig._start(r, 8, "float32"), (64, r, 8)), eig.PROBE)
-  assert int(jnp.sum(eig._too_flat(jnp.asarray(g), q, 2))) > eig._few(64)
+  assert int(jnp.sum(eig._too_flat(q, jnp.asarray(g) @ q, 2))) > eig._few(64)
   lam, w = jax.jit(lambda g: eig.subspace_eigh(g, 2))(g)
   ref = eig.full_eigh(jnp.asarray(g), 2)
   np.testing.assert_array_equal(np.asarray(lam), np.asarray(ref[0]))
   np.testing.assert_array_equal(np.asarray(w), np.asarray(ref[1]))
   decaying = gram_with_spectrum(rng, 0.5 ** np.arange(r), batch=64).astype(np.float32)
   q = eig._steps(jnp.asarray(decaying), jnp.broadcast_to(eig._start(r, 8, "float32"), (64, r, 8)), eig.PROBE)
-  assert int(jnp.sum(eig._too_flat(jnp.asarray(decaying), q, 2))) == 0
+  assert int(jnp.sum(eig._too_flat(q, jnp.asarray(decaying) @ q, 2))) == 0
 
 
 def test_orthonormalise_spans_ill_conditioned_and_zero_blocks():
