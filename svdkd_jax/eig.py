@@ -62,6 +62,12 @@ def resolve(solver: str, r: int, p: int, platform: str = "cpu") -> str:
   return "subspace" if r > min_size and p + EXTRA < r else "eigh"
 
 
+def eigh_everywhere(solver: str, r: int, p: int) -> bool:
+  """Whether `top_eigh(g, p, solver)` takes a full `eigh` on every backend (then `full_eigh(g, r)` gives every pair
+  at the same cost)."""
+  return resolve(solver, r, p, "cpu") == resolve(solver, r, p, "other") == "eigh"
+
+
 def top_eigh(g: jax.Array, p: int, solver: str = "auto") -> tuple[jax.Array, jax.Array]:
   """The p largest eigenpairs of symmetric PSD matrices.
 
@@ -106,42 +112,24 @@ def _start(r: int, m: int, dtype: str) -> np.ndarray:
   return np.linalg.qr(z)[0].astype(dtype)
 
 
-def _inverse_cholesky_transposed(c: jax.Array, floor: float) -> jax.Array:
-  """`L^-T` for the Cholesky factor L of `c [..., m, m]` (symmetric, unit diagonal), pivots floored at `floor`.
-
-  Written out entry by entry on `[...]`-shaped arrays: for the m <= 32 of a subspace block this is a few fused
-  elementwise kernels, where jaxlib's CPU Cholesky and triangular solve make one LAPACK call per matrix.
-  """
-  m = c.shape[-1]
-  low = {}  # L
-  for j in range(m):
-    pivot = c[..., j, j] - sum((low[j, k] * low[j, k] for k in range(j)), 0.0)
-    low[j, j] = jnp.sqrt(jnp.maximum(pivot, floor))
-    for i in range(j + 1, m):
-      low[i, j] = (c[..., i, j] - sum((low[i, k] * low[j, k] for k in range(j)), 0.0)) / low[j, j]
-  inv = {}  # L^-1, lower triangular, by forward substitution
-  for i in range(m):
-    inv[i, i] = 1 / low[i, i]
-    for j in range(i):
-      inv[i, j] = -sum((low[i, k] * inv[k, j] for k in range(j, i)), 0.0) * inv[i, i]
-  zero = jnp.zeros_like(inv[0, 0])
-  return jnp.stack([jnp.stack([inv[j, i] if j >= i else zero for j in range(m)], -1) for i in range(m)], -2)
-
-
 def orthonormalise(z: jax.Array) -> jax.Array:
-  """Columns spanning `z [..., r, m]`: CholeskyQR of the column-scaled block.
+  """Columns spanning `z [..., r, m]`: CholeskyQR of the column-scaled block, its Gram matrix shifted by m eps.
 
   Orthonormal to working precision when the scaled columns are well conditioned (a converging subspace block: its
   columns point at different eigenvectors); else a well-conditioned basis of the same span, which a second call
-  makes orthonormal. Pivots are floored so that a rank-deficient or zero block stays finite.
+  makes orthonormal. The shift keeps the Cholesky factor of a rank-deficient or zero block finite. Two m x m
+  library calls (Cholesky, triangular inverse) where a QR of the [r, m] block would take two r x m ones.
   """
   c = _einsum("...ri,...rj->...ij", z, z)
   d = jnp.sqrt(jnp.diagonal(c, axis1=-2, axis2=-1))
   d = jnp.where(d > 0, d, 1)
   m = z.shape[-1]
-  floor = m * float(jnp.finfo(z.dtype).eps)
-  t = _inverse_cholesky_transposed(c / (d[..., :, None] * d[..., None, :]), floor) / d[..., :, None]
-  return _einsum("...rm,...mn->...rn", z, t)
+  eye = jnp.eye(m, dtype=z.dtype)
+  shift = m * float(jnp.finfo(z.dtype).eps)
+  low = jax.lax.linalg.cholesky(c / (d[..., :, None] * d[..., None, :]) + shift * eye, symmetrize_input=False)
+  inv = jax.lax.linalg.triangular_solve(low, jnp.broadcast_to(eye, low.shape), left_side=True, lower=True)
+  # z D^-1 L^-T, times (1 + shift / 2): the shift shrinks well-conditioned columns by (1 + shift)^-1/2.
+  return _einsum("...rm,...nm->...rn", z * ((1 + shift / 2) / d[..., None, :]), inv)
 
 
 def _steps(g: jax.Array, q: jax.Array, n) -> jax.Array:

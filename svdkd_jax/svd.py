@@ -168,14 +168,20 @@ def _forward(x: jax.Array, k: int, solver: str):
   """Top k of `x / c` (sign-fixed), `c = max|x|` per matrix, with the Gram matrix and its top k eigenvalues.
 
   Scaling keeps the Gram matrix clear of float32 overflow/underflow (`|x| ~ 1e-30` squares to 0); it changes
-  nothing else since `svd(x) = c * svd(x / c)`. Returns `((u, s / c, v), (g, lam), xs, c)`.
+  nothing else since `svd(x) = c * svd(x / c)`. Returns `((u, s / c, v), (g, lam, spectrum), xs, c)`, `spectrum`
+  every eigenpair `(lam [..., r], w [..., r, r])` where the solver is a full `eigh` on every backend, else None.
   """
   _sequential_lapack()
   c = jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True)
   c = jnp.where(c > 0, c, 1)
   xs = x / c
   g = _gram(xs)
-  lam, base = eig.top_eigh(g, k, solver)  # base: v if tall else u
+  r = g.shape[-1]
+  if eig.eigh_everywhere(solver, r, k):  # every pair at the same cost: the exact backward then solves nothing
+    spectrum = eig.full_eigh(g, r)
+    lam, base = spectrum[0][..., :k], spectrum[1][..., :k]
+  else:
+    (lam, base), spectrum = eig.top_eigh(g, k, solver), None  # base: v if tall else u
   tall = x.shape[-2] >= x.shape[-1]
   # The other factor is formed transposed, [..., k, HW] or [..., k, D]: its reductions then run along the minor
   # axis (with k minor, XLA's CPU loops over a stride of k).
@@ -190,7 +196,7 @@ def _forward(x: jax.Array, k: int, solver: str):
   sign = jnp.where(neg, -1, 1).astype(x.dtype)[..., None, :]
   other = jnp.swapaxes(other, -1, -2) * sign
   u, v = (other, base * sign) if tall else (base * sign, other)
-  return (u, s, v), (g, lam), xs, c[..., 0]
+  return (u, s, v), (g, lam, spectrum), xs, c[..., 0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
@@ -200,8 +206,9 @@ def _truncated_svd(x, k, grad_mode, solver):
 
 
 def _fwd(x, k, grad_mode, solver):
-  (u, s, v), (g, lam), xs, c = _forward(x, k, solver)
-  full = (xs, g, lam) if grad_mode == "exact" else (None, None, None)  # only "exact" needs xs and G
+  (u, s, v), (g, lam, spectrum), xs, c = _forward(x, k, solver)
+  # Only "exact" needs xs and the eigenpairs: every pair when the forward has them, else G and the kept ones.
+  full = (xs, g if spectrum is None else None, lam, spectrum) if grad_mode == "exact" else (None,) * 4
   return (u, s * c, v), (u, s, v, c) + full
 
 
@@ -253,9 +260,9 @@ def _complement_resolvent(g, base, lam, rhs, eps):
   return jnp.where((lam > eps * lam_1)[..., None, :], y, 0)
 
 
-def _grad_exact(x, g, u, s, v, lam, du, ds, dv, inv_s, eps):
-  """True gradient from the kept pairs: chain rule through the top eigenpairs of the Gram matrix and the product
-  that derives the other factor (docs/svd_gradient.md sections 4 and 8)."""
+def _grad_exact(x, g, spectrum, u, s, v, lam, du, ds, dv, inv_s, eps):
+  """True gradient: chain rule through the top eigenpairs of the Gram matrix and the product that derives the
+  other factor (docs/svd_gradient.md sections 4 and 8), from every eigenpair (`spectrum`) or from the kept pairs."""
   tall = x.shape[-2] >= x.shape[-1]
   lam = jnp.maximum(lam, 0)
   if tall:  # G = M^T M with v its top eigenvectors; u = M v / s.
@@ -266,11 +273,13 @@ def _grad_exact(x, g, u, s, v, lam, du, ds, dv, inv_s, eps):
     base = u
     dbase = du + _einsum("...mn,...nk->...mk", x, dv) * inv_s[..., None, :]
     ds = ds - jnp.sum(dv * v, axis=-2) * inv_s
-  # P = W (F o W^T dbase) over all eigenpairs, F_ij = 1/(lam_j - lam_i): the kept block explicitly, the rest by
-  # the resolvent on the kept vectors' complement.
-  f = _inv_gap(lam, lam, lam[..., 0], eps)  # [k, k]
-  p = _einsum("...ri,...ik->...rk", base, f * _einsum("...ri,...rk->...ik", base, dbase))
-  p = p + _complement_resolvent(g, base, lam, dbase, eps)
+  # P = W (F o W^T dbase) over all eigenpairs, F_ij = 1/(lam_j - lam_i): directly when every pair is known, else
+  # the kept block explicitly and the rest by the resolvent on the kept vectors' complement.
+  w, f = (spectrum[1], _inv_gap(spectrum[0], lam, lam[..., 0], eps)) if spectrum is not None else (
+      base, _inv_gap(lam, lam, lam[..., 0], eps))  # f: [r, k] or [k, k]
+  p = _einsum("...ri,...ik->...rk", w, f * _einsum("...ri,...rk->...ik", w, dbase))
+  if spectrum is None:
+    p = p + _complement_resolvent(g, base, lam, dbase, eps)
   us_dlam = u * (ds * inv_s * s)[..., None, :]  # U diag(2 s dlam), since s = sqrt(lam)
   # Direct term of u = M v / s (or v = M^T u / s), plus M (dG + dG^T) (or (dG + dG^T) M) with
   # dG = P base^T + base diag(dlam) base^T.
@@ -299,7 +308,7 @@ def _grad_paper(u, s, v, ds, dv, inv_s, eps, left: bool):
 
 def _bwd(k, grad_mode, solver, res, cts):
   # Work on xs = x / c (c held constant: u, v are scale invariant and s is 1-homogeneous), then dx = dxs / c.
-  u, s, v, c, x, g, lam = res
+  u, s, v, c, x, g, lam, spectrum = res
   du, ds, dv = cts
   ds = ds * c
   eps = _eps(s.dtype)
@@ -307,7 +316,7 @@ def _bwd(k, grad_mode, solver, res, cts):
   inv_s = jnp.where(ok, 1 / jnp.where(ok, s, 1), 0)
   hw, d = u.shape[-2], v.shape[-2]
   if grad_mode == "exact":
-    left, right = _grad_exact(x, g, u, s, v, lam, du, ds, dv, inv_s, eps)
+    left, right = _grad_exact(x, g, spectrum, u, s, v, lam, du, ds, dv, inv_s, eps)
   elif grad_mode == "paper":
     left, right = _grad_paper(u, s, v, ds, dv, inv_s, eps, left=hw <= d)
   elif hw < d:  # "sskd_code": gradient of normalize(M^T stop_gradient(u)).
