@@ -104,7 +104,8 @@ def _distill() -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
   # the released code: the paper's rows kd_svd, kd_svd_exact, kd_svd_sskd_code, kd_svd_2stage set it, recipes.py).
   distill.loss_scale = "mean"
   # kd_svd's top-k eigensolver of the Gram matrices (svdkd_jax/eig.py): auto (subspace iteration for Gram matrices
-  # above 32 x 32, else eigh; the same rule on every backend) | eigh | subspace. Results differ in the last bits.
+  # above 16 x 16 on a CPU and above 32 x 32 on accelerators, else eigh) | eigh | subspace. Results differ in the
+  # last bits.
   distill.svd_solver = "auto"
   distill.temperature = 4.0  # soft_target
   # same: each student image is compared with the teacher's outputs on the same image. deranged: on another image
