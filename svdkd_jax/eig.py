@@ -11,12 +11,13 @@ Solvers:
               m x m `eigh`). Each matrix is then checked: every kept pair must have a residual
               `||G w - lam w|| <= tolerance * lam_1`, which bounds its error by what `eigh` itself achieves in this
               precision (residual / gap), and the kept vectors must be orthonormal. Pair p converges like (lam_{m+1} / lam_p)^steps.
-              After `PROBE` steps the batch stops if the block's leading p columns already pass the check (a top
-              p well separated from the rest, as a teacher's single pair), and takes "eigh" at once if its spectra
+              The first round stops as soon as the block's leading p columns pass the check on their own (a top p
+              well separated from the rest, as a teacher's single pair), and after `PROBE` steps if the spectra
               are too flat to converge (more than a few matrices with `lam_m / lam_p > RATE_MAX`, read off the
-              block's Rayleigh quotients). Else it runs rounds of `ITERATIONS` steps (at most `MAX_ROUNDS`), each
-              ended by the check (of the leading columns, else of a Rayleigh-Ritz step), while more than a few
-              matrices fail; those few then take "eigh" alone, and a batch still failing takes it as a whole.
+              block's Rayleigh quotients): that batch takes "eigh" at once. Else rounds of `ITERATIONS` steps (at
+              most `MAX_ROUNDS`), each ended by the check (of the leading columns, else of a Rayleigh-Ritz step),
+              run while more than a few matrices fail; those few then take "eigh" alone, and a batch still failing
+              takes it as a whole.
   "auto"      "subspace" where it pays, else "eigh": subspace for Gram matrices larger than `SUBSPACE_MIN_SIZE[cpu]`
               on a CPU (jaxlib's CPU `eigh` is one LAPACK call per matrix) and `SUBSPACE_MIN_SIZE[other]` on
               accelerators (their batched `eigh` kernels are faster below), when the block is smaller than the
@@ -36,7 +37,7 @@ SOLVERS = ("auto", "eigh", "subspace")
 EXTRA = 6  # block vectors beyond the p asked for: pair p converges like (lam_{p+EXTRA+1} / lam_p)^steps
 ITERATIONS = 8  # steps per round; real taps' spectra set it (docs/performance.md)
 MAX_ROUNDS = 3  # rounds of ITERATIONS steps before a batch falls back to "eigh"
-PROBE = 4  # steps after which the leading columns are checked, and a batch of flat spectra takes "eigh"
+PROBE = 3  # steps after which a batch with more than a few flat spectra takes "eigh"
 RATE_MAX = 0.8  # a matrix whose estimated lam_m / lam_p exceeds this after PROBE steps counts as flat
 FEW = 1 / 16  # failing (or flat) matrices up to this share of the batch take "eigh" alone; more send the batch
 # "auto" uses subspace iteration for Gram matrices larger than this (r x r), by backend.
@@ -222,24 +223,38 @@ def subspace_rounds(g: jax.Array, p: int, rounds: int, *, iterations: int = ITER
   return lam.reshape(lead + (p,)), w.reshape(lead + (r, p)), ok.reshape(lead)
 
 
+def _first_round(g: jax.Array, q: jax.Array, p: int, iterations: int) -> tuple[jax.Array, jax.Array]:
+  """Round 1 from the start block q: steps while the block's leading p columns fail the check, at most `iterations`
+  (they pass on their own where the top p is well separated, as the teacher's single pair), stopping after PROBE
+  steps if more than a few matrices are too flat to converge. Returns `(q, status)`: 0 the leading columns pass,
+  1 too flat, 2 neither."""
+  few = _few(g.shape[0])
+
+  def step(state):
+    q, z, done, _ = state
+    q = orthonormalise(z)
+    z = _einsum("...rs,...sm->...rm", g, q)
+    flat = (done + 1 == PROBE) & (jnp.sum(_too_flat(q, z, p)) > few)
+    return q, z, done + 1, jnp.where(jnp.all(_passes(*_leading(q, z, p))), 0, jnp.where(flat, 1, 2))
+
+  state = (q, _einsum("...rs,...sm->...rm", g, q), 0, 2)
+  q, _, _, status = jax.lax.while_loop(lambda s: (s[3] == 2) & (s[2] < iterations), step, state)
+  return q, status
+
+
 def subspace_eigh(g: jax.Array, p: int, *, iterations: int = ITERATIONS, max_rounds: int = MAX_ROUNDS,
                   extra: int = EXTRA) -> tuple[jax.Array, jax.Array]:
   """The top p pairs by checked block subspace iteration (module docstring), with `full_eigh` as the fallback."""
   lead, r = g.shape[:-2], g.shape[-1]
   g = g.reshape((-1, r, r))
   m = min(r, p + extra)
-  q = jnp.broadcast_to(_start(r, m, jnp.dtype(g.dtype).name), g.shape[:1] + (r, m))
-  probe = min(PROBE, iterations)
-  q = _steps(g, q, probe)
-  z = _einsum("...rs,...sm->...rm", g, q)
-  leading = _leading(q, z, p)
+  q, status = _first_round(g, jnp.broadcast_to(_start(r, m, jnp.dtype(g.dtype).name), g.shape[:1] + (r, m)), p,
+                           iterations)
 
-  def converge():
-    lam, w, ok, _ = _iterate(g, q, p, max_rounds, iterations, iterations - probe)
+  def converge():  # round 1's Rayleigh-Ritz check, then more rounds while more than a few matrices fail
+    lam, w, ok, _ = _iterate(g, q, p, max_rounds, iterations, 0)
     return _patch(g, p, lam, w, ok)
 
-  # 0: the leading columns already pass (a well separated top p); 1: too many flat spectra; 2: more rounds.
-  flat = jnp.sum(_too_flat(q, z, p)) > _few(g.shape[0])
-  branch = jnp.where(jnp.all(_passes(*leading)), 0, jnp.where(flat, 1, 2))
-  lam, w = jax.lax.switch(branch, [lambda: leading[:2], lambda: full_eigh(g, p), converge])
+  branches = [lambda: _leading(q, _einsum("...rs,...sm->...rm", g, q), p)[:2], lambda: full_eigh(g, p), converge]
+  lam, w = jax.lax.switch(status, branches)
   return lam.reshape(lead + (p,)), w.reshape(lead + (r, p))
