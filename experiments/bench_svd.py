@@ -116,7 +116,8 @@ def bench_shape(shape, kind: str, args, before) -> dict:
   fwd = interleaved_times(eigh_forwards(args.k), x, args.repeats)
   ref = both["jnp.linalg.svd"]
   finite = {name: bool(jnp.all(jnp.isfinite(g(x)))) for name, g in grads.items()}
-  row = {"shape": f"{h}x{w}x{d}", "inputs": kind, "solver_auto": eig.resolve("auto", min(h * w, d), args.k),
+  auto = eig.resolve("auto", min(h * w, d), args.k, jax.default_backend())
+  row = {"shape": f"{h}x{w}x{d}", "inputs": kind, "solver_auto": auto,
          "fwd_bwd_ms": {n: round(1e3 * t, 2) for n, t in both.items()},
          "speedup_vs_jnp_linalg_svd": {n: round(ref / t, 2) for n, t in both.items()},
          "topk_fwd_ms": {n: round(1e3 * t, 2) for n, t in fwd.items()}, "finite": finite}
