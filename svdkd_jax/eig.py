@@ -69,25 +69,36 @@ def eigh_everywhere(solver: str, r: int, p: int) -> bool:
   return resolve(solver, r, p, "cpu") == resolve(solver, r, p, "other") == "eigh"
 
 
-def top_eigh(g: jax.Array, p: int, solver: str = "auto") -> tuple[jax.Array, jax.Array]:
+def top_eigh(g: jax.Array, p: int, solver: str = "auto", *, every_pair: bool = False):
   """The p largest eigenpairs of symmetric PSD matrices.
 
   Args:
     g: `[..., r, r]` symmetric positive semi-definite matrices (float32 or float64).
     p: pairs to return, `1 <= p <= r` (static).
     solver: one of `SOLVERS` (module docstring).
+    every_pair: also return `spectrum = (lam_all [..., r], w_all [..., r, r], known [])`: every eigenpair where the
+      batch took a full `eigh` (`known` True), zeros where it did not.
 
   Returns:
-    `(lam [..., p], w [..., r, p])`, eigenvalues descending and orthonormal eigenvectors in columns.
+    `(lam [..., p], w [..., r, p])`, eigenvalues descending and orthonormal eigenvectors in columns; with
+    `every_pair`, `(lam, w, spectrum)`.
   """
   r = g.shape[-1]
   if not 1 <= p <= r:
     raise ValueError(f"top_eigh: p must satisfy 1 <= p <= r = {r}, got {p}.")
-  solve = {"eigh": full_eigh, "subspace": subspace_eigh}
+  lead = g.shape[:-2]
+  g = g.reshape((-1, r, r))
+  solve = {"eigh": _every_pair, "subspace": _subspace}
   cpu, other = resolve(solver, r, p, "cpu"), resolve(solver, r, p, "other")
   if cpu == other:
-    return solve[cpu](g, p)
-  return jax.lax.platform_dependent(g, cpu=lambda g: solve[cpu](g, p), default=lambda g: solve[other](g, p))
+    out = solve[cpu](g, p)
+  else:
+    out = jax.lax.platform_dependent(g, cpu=lambda g: solve[cpu](g, p), default=lambda g: solve[other](g, p))
+  lam, w, lam_all, w_all, known = out
+  lam, w = lam.reshape(lead + (p,)), w.reshape(lead + (r, p))
+  if not every_pair:
+    return lam, w
+  return lam, w, (lam_all.reshape(lead + (r,)), w_all.reshape(lead + (r, r)), known)
 
 
 def _eigh_desc(g: jax.Array, p: int, jacobi: bool) -> tuple[jax.Array, jax.Array]:
@@ -96,6 +107,18 @@ def _eigh_desc(g: jax.Array, p: int, jacobi: bool) -> tuple[jax.Array, jax.Array
   else:
     lam, w = jnp.linalg.eigh(g)
   return lam[..., ::-1][..., :p], w[..., ::-1][..., :p]
+
+
+def _every_pair(g: jax.Array, p: int):
+  """`full_eigh` with every pair kept as well: `(lam, w, lam_all, w_all, True)` (`top_eigh`'s `every_pair`)."""
+  lam_all, w_all = full_eigh(g, g.shape[-1])
+  return lam_all[..., :p], w_all[..., :p], lam_all, w_all, jnp.array(True)
+
+
+def _no_spectrum(lam: jax.Array, w: jax.Array):
+  """`(lam, w)` with an empty spectrum (zeros, known False), the shape of `_every_pair`'s."""
+  b, r = w.shape[:-1]
+  return lam, w, jnp.zeros((b, r), w.dtype), jnp.zeros((b, r, r), w.dtype), jnp.array(False)
 
 
 def full_eigh(g: jax.Array, p: int) -> tuple[jax.Array, jax.Array]:
@@ -182,19 +205,19 @@ def _few(batch: int) -> int:
   return max(1, int(batch * FEW))
 
 
-def _patch(g: jax.Array, p: int, lam: jax.Array, w: jax.Array, ok: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """`(lam, w)` with the matrices failing `ok` replaced by `full_eigh`'s pairs: alone while they are few, else
-  the whole batch."""
+def _patch(g: jax.Array, p: int, lam: jax.Array, w: jax.Array, ok: jax.Array):
+  """`(lam, w)` with the matrices failing `ok` replaced by `full_eigh`'s pairs: alone while they are few, else the
+  whole batch (whose every pair is then kept); as `_every_pair` returns them."""
   failing, few = jnp.sum(~ok), _few(g.shape[0])
 
   def alone():
     idx = jnp.nonzero(~ok, size=few, fill_value=-1)[0]
     idx = jnp.where(idx < 0, idx[0], idx)  # spare slots repeat the first failing matrix (same values written)
     lam_f, w_f = full_eigh(g[idx], p)
-    return lam.at[idx].set(lam_f), w.at[idx].set(w_f)
+    return _no_spectrum(lam.at[idx].set(lam_f), w.at[idx].set(w_f))
 
   branch = (failing > 0).astype(jnp.int32) + (failing > few).astype(jnp.int32)
-  return jax.lax.switch(branch, [lambda: (lam, w), alone, lambda: full_eigh(g, p)])
+  return jax.lax.switch(branch, [lambda: _no_spectrum(lam, w), alone, lambda: _every_pair(g, p)])
 
 
 def _iterate(g, q, p, rounds, iterations, first):
@@ -242,11 +265,10 @@ def _first_round(g: jax.Array, q: jax.Array, p: int, iterations: int) -> tuple[j
   return q, status
 
 
-def subspace_eigh(g: jax.Array, p: int, *, iterations: int = ITERATIONS, max_rounds: int = MAX_ROUNDS,
-                  extra: int = EXTRA) -> tuple[jax.Array, jax.Array]:
-  """The top p pairs by checked block subspace iteration (module docstring), with `full_eigh` as the fallback."""
-  lead, r = g.shape[:-2], g.shape[-1]
-  g = g.reshape((-1, r, r))
+def _subspace(g: jax.Array, p: int, *, iterations: int = ITERATIONS, max_rounds: int = MAX_ROUNDS,
+              extra: int = EXTRA):
+  """`subspace_eigh` on `g [B, r, r]`, as `_every_pair` returns them."""
+  r = g.shape[-1]
   m = min(r, p + extra)
   q, status = _first_round(g, jnp.broadcast_to(_start(r, m, jnp.dtype(g.dtype).name), g.shape[:1] + (r, m)), p,
                            iterations)
@@ -255,6 +277,13 @@ def subspace_eigh(g: jax.Array, p: int, *, iterations: int = ITERATIONS, max_rou
     lam, w, ok, _ = _iterate(g, q, p, max_rounds, iterations, 0)
     return _patch(g, p, lam, w, ok)
 
-  branches = [lambda: _leading(q, _einsum("...rs,...sm->...rm", g, q), p)[:2], lambda: full_eigh(g, p), converge]
-  lam, w = jax.lax.switch(status, branches)
+  leading = lambda: _no_spectrum(*_leading(q, _einsum("...rs,...sm->...rm", g, q), p)[:2])  # noqa: E731
+  return jax.lax.switch(status, [leading, lambda: _every_pair(g, p), converge])
+
+
+def subspace_eigh(g: jax.Array, p: int, *, iterations: int = ITERATIONS, max_rounds: int = MAX_ROUNDS,
+                  extra: int = EXTRA) -> tuple[jax.Array, jax.Array]:
+  """The top p pairs by checked block subspace iteration (module docstring), with `full_eigh` as the fallback."""
+  lead, r = g.shape[:-2], g.shape[-1]
+  lam, w = _subspace(g.reshape((-1, r, r)), p, iterations=iterations, max_rounds=max_rounds, extra=extra)[:2]
   return lam.reshape(lead + (p,)), w.reshape(lead + (r, p))

@@ -169,19 +169,14 @@ def _forward(x: jax.Array, k: int, solver: str):
 
   Scaling keeps the Gram matrix clear of float32 overflow/underflow (`|x| ~ 1e-30` squares to 0); it changes
   nothing else since `svd(x) = c * svd(x / c)`. Returns `((u, s / c, v), (g, lam, spectrum), xs, c)`, `spectrum`
-  every eigenpair `(lam [..., r], w [..., r, r])` where the solver is a full `eigh` on every backend, else None.
+  as `eig.top_eigh(..., every_pair=True)` gives it (every eigenpair where the batch took a full `eigh`).
   """
   _sequential_lapack()
   c = jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True)
   c = jnp.where(c > 0, c, 1)
   xs = x / c
   g = _gram(xs)
-  r = g.shape[-1]
-  if eig.eigh_everywhere(solver, r, k):  # every pair at the same cost: the exact backward then solves nothing
-    spectrum = eig.full_eigh(g, r)
-    lam, base = spectrum[0][..., :k], spectrum[1][..., :k]
-  else:
-    (lam, base), spectrum = eig.top_eigh(g, k, solver), None  # base: v if tall else u
+  lam, base, spectrum = eig.top_eigh(g, k, solver, every_pair=True)  # base: v if tall else u
   tall = x.shape[-2] >= x.shape[-1]
   # The other factor is formed transposed, [..., k, HW] or [..., k, D]: its reductions then run along the minor
   # axis (with k minor, XLA's CPU loops over a stride of k).
@@ -207,8 +202,8 @@ def _truncated_svd(x, k, grad_mode, solver):
 
 def _fwd(x, k, grad_mode, solver):
   (u, s, v), (g, lam, spectrum), xs, c = _forward(x, k, solver)
-  # Only "exact" needs xs and the eigenpairs: every pair when the forward has them, else G and the kept ones.
-  full = (xs, g if spectrum is None else None, lam, spectrum) if grad_mode == "exact" else (None,) * 4
+  # Only "exact" needs xs, G and the eigenpairs (every pair, where the batch took a full eigh).
+  full = (xs, g, lam, spectrum) if grad_mode == "exact" else (None,) * 4
   return (u, s * c, v), (u, s, v, c) + full
 
 
@@ -260,9 +255,10 @@ def _complement_resolvent(g, base, lam, rhs, eps):
   return jnp.where((lam > eps * lam_1)[..., None, :], y, 0)
 
 
-def _grad_exact(x, g, spectrum, u, s, v, lam, du, ds, dv, inv_s, eps):
+def _grad_exact(x, g, spectrum, u, s, v, lam, du, ds, dv, inv_s, eps, known: bool):
   """True gradient: chain rule through the top eigenpairs of the Gram matrix and the product that derives the
-  other factor (docs/svd_gradient.md sections 4 and 8), from every eigenpair (`spectrum`) or from the kept pairs."""
+  other factor (docs/svd_gradient.md sections 4 and 8), from every eigenpair where the forward took a full `eigh`
+  (`spectrum`; `known`: on every backend, whatever the batch) or from the kept pairs."""
   tall = x.shape[-2] >= x.shape[-1]
   lam = jnp.maximum(lam, 0)
   if tall:  # G = M^T M with v its top eigenvectors; u = M v / s.
@@ -275,11 +271,17 @@ def _grad_exact(x, g, spectrum, u, s, v, lam, du, ds, dv, inv_s, eps):
     ds = ds - jnp.sum(dv * v, axis=-2) * inv_s
   # P = W (F o W^T dbase) over all eigenpairs, F_ij = 1/(lam_j - lam_i): directly when every pair is known, else
   # the kept block explicitly and the rest by the resolvent on the kept vectors' complement.
-  w, f = (spectrum[1], _inv_gap(spectrum[0], lam, lam[..., 0], eps)) if spectrum is not None else (
-      base, _inv_gap(lam, lam, lam[..., 0], eps))  # f: [r, k] or [k, k]
-  p = _einsum("...ri,...ik->...rk", w, f * _einsum("...ri,...rk->...ik", w, dbase))
-  if spectrum is None:
-    p = p + _complement_resolvent(g, base, lam, dbase, eps)
+  def every_pair():
+    lam_all, w_all, _ = spectrum
+    f = _inv_gap(lam_all, lam, lam[..., 0], eps)  # [r, k]
+    return _einsum("...ri,...ik->...rk", w_all, f * _einsum("...ri,...rk->...ik", w_all, dbase))
+
+  def kept_pairs():
+    f = _inv_gap(lam, lam, lam[..., 0], eps)  # [k, k]
+    p = _einsum("...ri,...ik->...rk", base, f * _einsum("...ri,...rk->...ik", base, dbase))
+    return p + _complement_resolvent(g, base, lam, dbase, eps)
+
+  p = every_pair() if known else jax.lax.cond(spectrum[2], every_pair, kept_pairs)
   us_dlam = u * (ds * inv_s * s)[..., None, :]  # U diag(2 s dlam), since s = sqrt(lam)
   # Direct term of u = M v / s (or v = M^T u / s), plus M (dG + dG^T) (or (dG + dG^T) M) with
   # dG = P base^T + base diag(dlam) base^T.
@@ -316,7 +318,8 @@ def _bwd(k, grad_mode, solver, res, cts):
   inv_s = jnp.where(ok, 1 / jnp.where(ok, s, 1), 0)
   hw, d = u.shape[-2], v.shape[-2]
   if grad_mode == "exact":
-    left, right = _grad_exact(x, g, spectrum, u, s, v, lam, du, ds, dv, inv_s, eps)
+    known = eig.eigh_everywhere(solver, g.shape[-1], k)
+    left, right = _grad_exact(x, g, spectrum, u, s, v, lam, du, ds, dv, inv_s, eps, known)
   elif grad_mode == "paper":
     left, right = _grad_paper(u, s, v, ds, dv, inv_s, eps, left=hw <= d)
   elif hw < d:  # "sskd_code": gradient of normalize(M^T stop_gradient(u)).
