@@ -283,3 +283,19 @@ def test_exact_gradient_is_finite_on_degenerate_maps(case):
   for solver in eig.SOLVERS:
     grad = jax.grad(lambda x: jnp.sum(svd.truncated_svd(x, 2, solver=solver)[2] ** 3))(x)
     assert bool(jnp.all(jnp.isfinite(grad))), (case, solver)
+
+
+@pytest.mark.parametrize("solver", [pytest.param("subspace", marks=pytest.mark.slow), "auto"])
+def test_exact_gradient_of_a_flat_batch_comes_from_its_full_eigh(solver):
+  """ReLU noise (flat after the first pair) sends the batch to `eigh` after the probe, which then reports every pair
+  (`every_pair`); the exact backward forms the gradient from them: equal to a full `eigh` differentiated by JAX."""
+  rng = np.random.default_rng(11)
+  with jax.enable_x64(True):
+    x = jnp.asarray(np.maximum(rng.standard_normal((16, 96, 24)), 0))  # 24 x 24 Gram matrices: subspace on a CPU
+    g = jnp.swapaxes(x, -1, -2) @ x
+    assert bool(eig.top_eigh(g, 2, solver, every_pair=True)[2][2])  # the batch took eigh: every pair known
+    cts = [jnp.asarray(rng.standard_normal(a.shape)) for a in eigh_reference(x, 2)]
+    loss = lambda f: lambda x: sum(jnp.sum(a * c) for a, c in zip(f(x), cts))
+    reference = jax.grad(loss(lambda x: eigh_reference(x, 2)))(x)
+    ours = jax.grad(loss(lambda x: svd.truncated_svd(x, 2, solver=solver)))(x)
+    assert float(jnp.linalg.norm(ours - reference) / jnp.linalg.norm(reference)) <= 1e-10
