@@ -39,7 +39,7 @@ ITERATIONS = 8  # steps per round; real taps' spectra set it (docs/performance.m
 MAX_ROUNDS = 3  # rounds of ITERATIONS steps before a batch falls back to "eigh"
 PROBE = 3  # steps after which a batch with more than a few flat spectra takes "eigh"
 RATE_MAX = 0.8  # a matrix whose estimated lam_m / lam_p exceeds this after PROBE steps counts as flat
-FEW = 1 / 16  # failing (or flat) matrices up to this share of the batch take "eigh" alone; more send the batch
+FEW = 1 / 16  # up to this share of a batch, failing matrices take "eigh" alone; beyond it the whole batch does
 # "auto" uses subspace iteration for Gram matrices larger than this (r x r), by backend.
 SUBSPACE_MIN_SIZE = {"cpu": 16, "other": 32}
 JACOBI_BATCHED_MAX = 32  # jaxlib's CUDA eigh batches matrices up to this size without being told to
