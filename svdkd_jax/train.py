@@ -57,7 +57,7 @@ def restore_teacher(config: ml_collections.ConfigDict, num_classes: int, *, mesh
   step_dir = checkpoint.find_teacher_step_dir(config.teacher.workdir, config.teacher.checkpoint)
   try:
     return networks.restore(str(step_dir), config.teacher.name, config.teacher.width, num_classes, mesh=mesh,
-                            image_size=image_size, dropout=config.teacher.dropout)
+                            image_size=image_size, dropout=config.teacher.dropout, taps=config.teacher.taps)
   except checkpoint.CheckpointUnreadableError:
     raise  # Damaged, not mismatched: its message names the step and what to do.
   except ValueError as e:
@@ -70,14 +70,14 @@ def random_teacher(config: ml_collections.ConfigDict, num_classes: int, *, mesh,
   """An untrained frozen teacher (`teacher.weights = "random"`; also for benchmarks and tests that need a teacher
   forward but no trained weights)."""
   return networks.build(config.teacher.name, config.teacher.width, num_classes, config.seed + 100, mesh=mesh,
-                        image_size=image_size, dropout=config.teacher.dropout)
+                        image_size=image_size, dropout=config.teacher.dropout, taps=config.teacher.taps)
 
 
 def create_models(config: ml_collections.ConfigDict, num_classes: int, *, mesh,
                   image_size: int = 32) -> tuple[networks.Network, networks.Network | None]:
   """The student (config.model, seeded by config.seed) and, for distillation runs, the frozen teacher."""
   student = networks.build(config.model.name, config.model.width, num_classes, config.seed, mesh=mesh,
-                           image_size=image_size, dropout=config.model.dropout)
+                           image_size=image_size, dropout=config.model.dropout, taps=config.model.taps)
   teacher = None
   if config.distill.method != "none" and config.teacher.weights == "random":
     teacher = random_teacher(config, num_classes, mesh=mesh, image_size=image_size)
@@ -103,19 +103,28 @@ def create_train_state(config: ml_collections.ConfigDict, student: networks.Netw
   return {"params": variables["params"], "rest": variables["rest"], "opt_state": opt_state, "step": step}, optimizer
 
 
-def check_taps(distill_fn: distill.DistillFn, student: networks.Network, teacher: networks.Network | None,
-               image_shape: tuple[int, ...]) -> None:
-  """Runs the distillation loss on abstract shapes so tap mismatches fail now, with distill's clear message."""
-  if teacher is None:
-    return
-  x = jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
+def check_taps(config: ml_collections.ConfigDict, num_classes: int, image_size: int) -> None:
+  """The student's forward (and, for a distillation run, the teacher's and the loss) on abstract networks and
+  images, nothing initialised: a tap path that names no submodule or whose submodule does not run exactly once,
+  and taps that do not pair (shapes), fail now with the taps' or the method's one-line message."""
+  def abstract(net: ml_collections.ConfigDict) -> networks.Network:
+    return networks.abstract(net.name, net.width, num_classes, image_size=image_size, dropout=net.dropout,
+                             taps=net.taps)
 
-  def loss(s_vars, t_vars, x):
-    s_logits, s_taps, _ = networks.apply(student, s_vars, x)
+  student = abstract(config.model)
+  teacher = abstract(config.teacher) if config.distill.method != "none" else None
+  distill_fn = distill.from_config(config.distill)
+  x = jax.ShapeDtypeStruct((2, image_size, image_size, 3), jnp.float32)
+  labels = jax.ShapeDtypeStruct((2,), jnp.int32)
+
+  def loss(s_vars, t_vars, x, labels):
+    s_logits, s_taps, _ = networks.apply(student, s_vars, x, train=True)
+    if teacher is None:
+      return None
     t_logits, t_taps, _ = networks.apply(teacher, t_vars, x)
-    return distill_fn(s_taps, t_taps, s_logits, t_logits)
+    return distill_fn(s_taps, t_taps, s_logits, t_logits, labels=labels, epoch=0)
 
-  jax.eval_shape(loss, student.variables, teacher.variables, x)
+  jax.eval_shape(loss, student.variables, None if teacher is None else teacher.variables, x, labels)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -332,9 +341,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, prepared: workdir_li
   """Builds the run (data, networks, state), writes its config.json, resumes and trains; returns the summary."""
   ds = input_pipeline.create_datasets(config.data, global_batch_size=config.train.batch_size,
                                       eval_batch_size=config.train.eval_batch_size, seed=config.seed)
+  if ds.image_shape[0] != _checked_image_size(config):  # the data's own size (data.image_size = 0)
+    check_taps(config, ds.num_classes, ds.image_shape[0])
   student, teacher = create_models(config, ds.num_classes, mesh=mesh, image_size=ds.image_shape[0])
   distill_fn = distill.from_config(config.distill)
-  check_taps(distill_fn, student, teacher, ds.image_shape)
   workdir_lib.write(prepared)  # Only now: a run that cannot start leaves no config.json to refuse its fix.
   state, optimizer = create_train_state(config, student, ds.steps_per_epoch, mesh=mesh)
   plan = _Plan.of(config, ds.steps_per_epoch, has_teacher=teacher is not None)
@@ -372,6 +382,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, prepared: workdir_li
   return summary
 
 
+def _checked_image_size(config: ml_collections.ConfigDict) -> int:
+  """The image size `check_taps` runs at before the data is read: the configured one, else the usual 32."""
+  return config.data.image_size or 32
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False) -> dict:
   """Trains `config.model` (distilled from `config.teacher` unless distill.method == "none"); returns the summary.
 
@@ -387,6 +402,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, overw
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.train.batch_size, mesh)
   parallel.check_batch_size(config.train.eval_batch_size, mesh, "train.eval_batch_size")
+  check_taps(config, config.data.num_classes or 2, _checked_image_size(config))
   with workdir_lock.hold(workdir):
     prepared = workdir_lib.check(config, workdir, overwrite=overwrite, unread=run_config.unread_keys)
     done = None if prepared.starts_again else metrics_lib.read_summary(workdir)

@@ -427,7 +427,8 @@ def test_a_config_distill_key_no_method_declares_is_refused(monkeypatch):
   with config.unlocked():
     config.distill.gamma = 1.0
   with pytest.raises(ValueError, match=r"^config.distill.gamma is an option of no distillation method \(their "
-                                       r"options: beta, k, loss_scale, svd_grad, svd_solver, temperature\).$"):
+                                       r"options: at_beta, beta, dkd_alpha, dkd_beta, dkd_warmup, k, loss_scale, "
+                                       r"svd_grad, svd_solver, temperature\).$"):
     run_config.validate_run(config)
   monkeypatch.undo()
   from svdkd_jax import distill  # pylint: disable=g-import-not-at-top
