@@ -77,6 +77,10 @@ def tapped(model: nnx.Module, paths: Sequence[str]) -> Callable[..., tuple[Any, 
 
   Raises (one-line ValueError): a path that names no submodule (listing the valid paths near it), given twice, or
   whose submodule does not run in the call or runs more than once (when `forward` is called or traced).
+
+  The record is kept on the modules during the call, so inside `jax.jit` (or `eval_shape`, `grad`) the module must
+  belong to that trace: merge it there (`nnx.merge`, as `networks.apply` does) or pass it through `nnx.jit`; Flax
+  refuses to change a module of another trace level.
   """
   paths = list(paths)
   check_paths(model, paths)
