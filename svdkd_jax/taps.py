@@ -84,6 +84,17 @@ def tapped(model: nnx.Module, paths: Sequence[str]) -> Callable[..., tuple[Any, 
   """
   paths = list(paths)
   check_paths(model, paths)
+  submodules = module_paths(model)
+
+  def _hint(path: str, calls: dict[str, tuple]) -> str:
+    cls = type(submodules[path])
+    if path not in calls and "__call__" not in vars(cls) and callable(submodules[path]):
+      # nnx.capture wraps the methods a module's class defines itself, not those it inherits.
+      return f"; {cls.__name__} inherits __call__, which Flax's nnx.capture does not record: define it in the class"
+    ran = sorted((p for p in calls if p.startswith(f"{path}.") and len(calls[p]) == 1),
+                 key=lambda p: (p.count("."), _natural(p)))
+    return f"; submodules of it that run once: {_listed(ran)}" if ran else ""
+
   capture = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)
 
   def forward(*args, **kwargs):
@@ -94,11 +105,8 @@ def tapped(model: nnx.Module, paths: Sequence[str]) -> Callable[..., tuple[Any, 
     for path in paths:
       outputs = calls.get(path, ())
       if len(outputs) != 1:
-        ran = sorted((p for p in calls if p.startswith(f"{path}.") and len(calls[p]) == 1),
-                     key=lambda p: (p.count("."), _natural(p)))
-        hint = f"; submodules of it that run once: {_listed(ran)}" if ran else ""
-        raise ValueError(f"tap {path!r} ({type(module_paths(model)[path]).__name__}) ran {len(outputs)} times in "
-                         f"one call of {type(model).__name__}; a tap must run exactly once{hint}.")
+        raise ValueError(f"tap {path!r} ({type(submodules[path]).__name__}) ran {len(outputs)} times in one call of "
+                         f"{type(model).__name__}; a tap must run exactly once{_hint(path, calls)}.")
       taps.append(outputs[0])
     return output, taps
 

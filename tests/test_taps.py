@@ -97,6 +97,20 @@ def test_a_tap_must_run_exactly_once():
     graph, state = nnx.split(model)  # raised while tracing, too (the module merged in the trace, as it must be)
     jax.eval_shape(lambda state, x: taps.tapped(nnx.merge(graph, state), ["convs"])(x), state, x)
   assert [t.shape for t in taps.tapped(model, ["convs.1"])(x)[1]] == [(2, 8, 8, 3)]
+
+  class Stage(nnx.Sequential):  # inherits its __call__: nnx.capture records only methods a class defines
+    pass
+
+  class Staged(nnx.Module):
+    def __init__(self, rngs):
+      self.stage = Stage(nnx.Conv(3, 3, (3, 3), rngs=rngs))
+
+    def __call__(self, x):
+      return jnp.mean(self.stage(x), axis=(1, 2))
+
+  with pytest.raises(ValueError, match=r"^tap 'stage' \(Stage\) ran 0 times .*; Stage inherits __call__, which "
+                                       r"Flax's nnx.capture does not record: define it in the class.$"):
+    taps.tapped(Staged(nnx.Rngs(0)), ["stage"])(x)
   assert Shared.__call__.__qualname__.endswith("Shared.__call__") and not hasattr(nnx.Conv.__call__, "__wrapped__")
 
 
