@@ -37,8 +37,8 @@ from svdkd_jax import workdir
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 NOTEBOOK = ROOT / "experiments" / "colab_tpu.ipynb"
-VARIANTS = ("teacher", "student", "kd_svd", "kd_svd_exact", "kd_svd_sskd_code", "fsp", "soft_target", "fsp_2stage",
-            "kd_svd_2stage")
+VARIANTS = ("teacher", "student", "kd_svd", "kd_svd_exact", "kd_svd_sskd_code", "fsp", "soft_target",
+            "attention_transfer", "dkd", "fsp_2stage", "kd_svd_2stage")
 # file -> its pair in models.PAIRS for the variants without a pair token.
 PAIRS = {
     "cifar100_vgg": "vgg",
@@ -107,7 +107,8 @@ def test_variant_loads_with_default_keys_and_known_models(name, arg):
   variant = [t for t in arg.split(",") if t in VARIANTS][0]
   assert config.teacher.name == teacher
   assert config.model.name == (teacher if variant == "teacher" else student)
-  method = {"teacher": "none", "student": "none", "fsp": "fsp", "fsp_2stage": "fsp", "soft_target": "soft_target"}
+  method = {"teacher": "none", "student": "none", "fsp": "fsp", "fsp_2stage": "fsp", "soft_target": "soft_target",
+            "attention_transfer": "attention_transfer", "dkd": "dkd"}
   assert config.distill.method == method.get(variant, "kd_svd")
   if variant.startswith("kd_svd") and variant != "kd_svd_2stage":
     assert config.distill.svd_grad == SVD_GRADS[variant]

@@ -131,7 +131,7 @@ def test_missing_config_file_and_unknown_variant_are_one_line(tmp_path):
   assert proc.returncode == 2
   assert len(proc.stderr.splitlines()) == 1 and re.fullmatch(
       r"error: Bad config argument 'bogus': unknown token 'bogus'\. Valid tokens \(comma-separated\): one variant of "
-      r"teacher, student, kd_svd, .*, kd_svd_exact_mean_soft_target; smoke\.", proc.stderr.splitlines()[0]), proc.stderr
+      r"teacher, student, kd_svd, .*, attention_transfer, dkd; smoke\.", proc.stderr.splitlines()[0]), proc.stderr
   assert not (tmp_path / "x").exists()
   proc = subprocess.run([sys.executable, "-m", "svdkd_jax.main", "--config=configs/default.py:kd_svd", "--workdir",
                          str(tmp_path / "x")], env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -266,12 +266,12 @@ def test_mismatched_teacher_then_the_fix_trains(teacher_dir, tmp_path, tiny_conf
   assert train.train_and_evaluate(config, str(tmp_path))["step"] == 1
 
 
-@pytest.mark.slow
-def test_tap_mismatch(teacher_dir, tmp_path, tiny_config):
-  config = tiny_config("kd_svd_exact", teacher__workdir=teacher_dir, model__width=0.25)  # student channels x2
+def test_tap_mismatch_is_refused_before_the_workdir_is_touched(tmp_path, tiny_config):
+  config = tiny_config("kd_svd_exact", teacher__workdir=str(tmp_path / "teacher"), model__width=0.25)  # channels x2
   with pytest.raises(ValueError, match=r"^kd_svd: tap 0 channel counts differ: student \(2, 16, 16, 16\), teacher "
                                        r"\(2, 16, 16, 8\); kd_svd compares"):
-    train.train_and_evaluate(config, str(tmp_path))
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
