@@ -10,7 +10,7 @@ metrics.jsonl, config.json, run.log; no checkpoints needed). One table per folde
 `regime_cifar10_labels50`. Works on whatever runs are complete and lists the plan's runs still pending. Writes:
   OUT/regime_table.json   {table: {"labels_per_class": N or null, "student_model": name, "rows": {method: {"seeds",
                           "last", "best"}}, "comparisons": [{"a", "b", "seeds", "diffs", "mean", "se",
-                          "planned_seeds", "verdict"}]}}, accuracies in percent ("best" is selected on the test split
+                          "planned_seeds", "verdict", "note"}]}}, accuracies in percent ("best" is selected on the test split
                           and enters no comparison)
   OUT/regime_table.md     per table: last-epoch accuracy per method, every comparison with its verdict, the S-DNN vs
                           KD-SVD train/eval gap, the distillation/main gradient ratio, the KD-SVD loss per tap pair,
@@ -25,7 +25,11 @@ The verdict rule, fixed before the runs: for a comparison "A vs B", d_i = last-e
 that of B seed i (same data order and initialisation), over the seeds both have. **Confirmed** (A above B) if
 mean(d) > 2 x its standard error and every d_i > 0; **refuted in this regime** if mean(d) <= 0; **inconclusive**
 otherwise; **pending** while fewer than 3 seeds are paired, and marked **interim** until all of the plan's seeds
-are in. The headline is last-epoch accuracy: "+-" after an accuracy is the SD over seeds, after a paired
+are in. A note beside a verdict says what the rule does not: "mean within 1 SE of 0" (a refutation that only means
+mean <= 0, or an inconclusive tie) or "below by more than 2 SE" (B clearly ahead). With 5 seeds and no true
+difference, a comparison passes "mean > 2 SE" 5.8 % of the time and the full rule (every d_i > 0 too) 2.9 %
+(simulated, normal differences), so over the 33 comparisons of these tables about one false confirmation is
+expected if none of the differences were real. The headline is last-epoch accuracy: "+-" after an accuracy is the SD over seeds, after a paired
 difference the SE of its mean.
 """
 
@@ -199,7 +203,25 @@ def compare(table: str, rows: dict, a: str, b: str) -> dict:
   else:
     verdict = p["verdict"]
   return {"a": a, "b": b, "seeds": p["seeds"], "diffs": p["diffs"], "mean": _number(p["mean"]),
-          "se": _number(p["se"]), "planned_seeds": planned, "verdict": verdict}
+          "se": _number(p["se"]), "planned_seeds": planned, "verdict": verdict,
+          "note": strength(p["mean"], p["se"]) if n >= MIN_SEEDS else ""}
+
+
+def strength(mean: float | None, se: float | None) -> str:
+  """What the verdict rule does not say: a mean within 1 SE of zero (a "refuted" that only means mean <= 0, an
+  "inconclusive" that is a tie), or more than 2 SE below zero (B clearly ahead). "" otherwise."""
+  if mean is None or se is None or math.isnan(se):
+    return ""
+  if abs(mean) <= se:
+    return "mean within 1 SE of 0"
+  if mean < -2 * se:
+    return "below by more than 2 SE"
+  return ""
+
+
+def verdict_text(c: dict) -> str:
+  """The verdict with its note, e.g. "refuted in this regime; mean within 1 SE of 0"."""
+  return f"{c['verdict']}; {c['note']}" if c.get("note") else c["verdict"]
 
 
 def comparisons(table: str, rows: dict) -> list[dict]:
@@ -355,13 +377,13 @@ def row_table(name: str, js: dict, per_seed: bool = False) -> list[str]:
     seeds = f"{len(m['seeds'])}/{len(planned[v])}" if v in planned else str(len(m["seeds"]))
     per_seed_last = f" {', '.join(f'{x:.2f}' for x in m['last'])} |" if per_seed else ""
     out.append(f"| {label(v, t)} | {seeds} | {_fmt(m['last'])} | {_pm(c) if c else ''} | "
-               f"{c['verdict'] if c else ''} |" + per_seed_last)
+               f"{verdict_text(c) if c else ''} |" + per_seed_last)
   return out
 
 
 def comparison_lines(js_table: dict) -> list[str]:
   return [f"{short(c['a'])} vs {short(c['b'])}: {_pm(c)} (mean +- SE) over seeds {c['seeds']}, differences "
-          f"[{_diffs(c)}]: {c['verdict']}" for c in js_table["comparisons"]]
+          f"[{_diffs(c)}]: {verdict_text(c)}" for c in js_table["comparisons"]]
 
 
 def markdown(tables: dict, js: dict, command: str) -> str:
@@ -384,7 +406,7 @@ def markdown(tables: dict, js: dict, command: str) -> str:
             "| A vs B | seeds | A - B, mean +- SE | 2 SE | per-seed A - B | verdict |", "|---|---|---|---|---|---|"]
     for c in t["comparisons"]:
       two_se = f"{2 * c['se']:.2f}" if c["se"] is not None else ""
-      out.append(f"| {_versus(c, t)} | {_seeds(c)} | {_pm(c)} | {two_se} | {_diffs(c)} | {c['verdict']} |")
+      out.append(f"| {_versus(c, t)} | {_seeds(c)} | {_pm(c)} | {two_se} | {_diffs(c)} | {verdict_text(c)} |")
     out += ["", "Training-batch accuracy (labelled images, dropout and augmentation on) against eval accuracy, last "
             "epoch, mean over seeds:", ""]
     for v in ("student", "kd_svd_exact", "kd_svd_exact_mean"):
@@ -442,7 +464,7 @@ def readme_block(js: dict) -> str:
   if head:
     out += ["**Head to head** (A vs B, paired by seed)", "",
             "| table | A vs B | seeds | A - B, mean +- SE | per-seed A - B | verdict |", "|---|---|---|---|---|---|"]
-    out += [f"| {title(js[name])} | {_versus(c, js[name])} | {_seeds(c)} | {_pm(c)} | {_diffs(c)} | {c['verdict']} |"
+    out += [f"| {title(js[name])} | {_versus(c, js[name])} | {_seeds(c)} | {_pm(c)} | {_diffs(c)} | {verdict_text(c)} |"
             for name, c in head]
     out.append("")
   out.append(README_END)
@@ -500,7 +522,7 @@ def plot_diffs(js: dict, path: str) -> bool:
                     color=color, ecolor=color, elinewidth=2, capsize=4, zorder=4)
       numbers = (f"  {c['mean']:+.2f} ± {c['se']:.2f} (SE), n = {len(c['seeds'])}"
                  if c["mean"] is not None and c["se"] is not None else "")
-      ax.text(1.01, i, c["verdict"] + numbers, transform=text_at, va="center", fontsize=8.5, color=color,
+      ax.text(1.01, i, verdict_text(c) + numbers, transform=text_at, va="center", fontsize=8.5, color=color,
               fontweight="bold" if c["verdict"] == "confirmed" else "normal")
     first_head = next((i for i, c in enumerate(comps) if c["b"] != "student"), None)
     if first_head:

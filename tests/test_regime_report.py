@@ -58,6 +58,24 @@ def test_verdict_rule(regime):
   assert none["verdict"] == "pending (0 of 5 seeds)" and none["mean"] is None and none["se"] is None
 
 
+def test_verdict_notes(regime):
+  """A note says what the rule does not: a mean within 1 SE of zero, or more than 2 SE below it."""
+  student = [50.0, 51.0, 52.0, 50.5, 49.5]
+  # -0.1 mean, SE 0.37 (differences -0.6, +0.4, -0.6, +0.4, -0.1): refuted, but within one SE.
+  tie = regime.compare("regime_cifar10", rows(student=student, soft_target=[49.4, 51.4, 51.4, 50.9, 49.4]),
+                       "soft_target", "student")
+  assert tie["verdict"] == "refuted in this regime" and tie["note"] == "mean within 1 SE of 0"
+  assert regime.verdict_text(tie) == "refuted in this regime; mean within 1 SE of 0"
+  below = regime.compare("regime_cifar10", rows(student=student, soft_target=[48.0, 49.5, 50.0, 49.0, 47.5]),
+                         "soft_target", "student")
+  assert below["mean"] < -2 * below["se"] and below["note"] == "below by more than 2 SE"
+  clear = regime.compare("regime_cifar10", rows(student=student, soft_target=[52.0, 52.5, 54.0, 52.0, 51.5]),
+                         "soft_target", "student")
+  assert clear["verdict"] == "confirmed" and clear["note"] == "" and regime.verdict_text(clear) == "confirmed"
+  assert regime.compare("regime_cifar10", rows(student=student[:2], soft_target=[49.0, 50.0]), "soft_target",
+                        "student")["note"] == ""  # pending: no note
+
+
 def test_comparisons_follow_the_plan(regime):
   head = {(t, a, b) for t, a, b in regime.COMPARISONS if b != "student"}
   assert head == {
@@ -152,7 +170,7 @@ def test_json(outputs):
   assert js["regime_cifar10_labels50"]["rows"] == {}  # nothing complete yet
   for t in js.values():
     for c in t["comparisons"]:
-      assert set(c) == {"a", "b", "seeds", "diffs", "mean", "se", "planned_seeds", "verdict"}
+      assert set(c) == {"a", "b", "seeds", "diffs", "mean", "se", "planned_seeds", "verdict", "note"}
   verdicts = {(t, c["a"], c["b"]): c["verdict"] for t in js for c in js[t]["comparisons"]}
   assert verdicts == {
       ("regime_cifar10", "soft_target", "student"): "confirmed (interim: 3 of 5 seeds)",  # +3.0, +3.0, +2.5
@@ -230,7 +248,7 @@ def test_readme_and_markdown(regime, outputs):
   assert "| T-DNN (teacher of `regime_cifar10`, shared) | 1 | 60.00 |" in block
   assert "| S-DNN (stride student alone) | 3/5 | 41.00 +- 1.00 |" in block
   assert ("| all labels | KD-SVD exact+mean vs Soft target | 3/5 | -0.67 +- 0.17 | -1.00, -0.50, -0.50 | "
-          "refuted in this regime (interim: 3 of 5 seeds) |") in block
+          "refuted in this regime (interim: 3 of 5 seeds); below by more than 2 SE |") in block
   md = (outputs["out"] / "regime_table.md").read_text()
   assert "best epoch (%) (selected on test; not used)" in md
   assert "- KD-SVD exact+mean, untrained teacher: seeds [0, 1, 2, 3, 4] (in progress or stopped: [0])" in md
