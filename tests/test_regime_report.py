@@ -241,7 +241,7 @@ def test_readme_and_markdown(regime, outputs):
   assert "| Attention transfer | 3/5 | 51.17 +- 1.04 | +1.17 +- 0.17 | confirmed (interim: 3 of 5 seeds) |" in block
   assert "| DKD (decoupled KD) | 3/5 | 53.17 +- 1.53 | +3.17 +- 0.33 | confirmed (interim: 3 of 5 seeds) |" in block
   assert ("| all labels | Attention transfer vs KD-SVD exact+mean | 3/5 | -1.00 +- 0.29 | -0.50, -1.50, -1.00 | "
-          "refuted in this regime (interim: 3 of 5 seeds) |") in block
+          "refuted in this regime (interim: 3 of 5 seeds); below by more than 2 SE |") in block
   assert "experiments/baselines_plan.md" in block
   # The stride table: named by its student, its rows too, with the teacher it shares.
   assert "**stride student, all labels** (`regime_cifar10_stride`; 7 of 30 runs complete)" in block
