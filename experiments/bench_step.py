@@ -12,6 +12,8 @@ weights). Cases:
                        distillation pullback through the student, per-tensor clipping. What any feature distillation
                        with the released clipping rule costs before its own loss: the floor KD-SVD is measured against
   fsp                  FSP, 1-stage
+  soft_target, attention_transfer, dkd
+                       the logit and attention baselines, 1-stage, their published options
   kd_svd_<mode>        KD-SVD (k = 1, 4 taps), svd_grad = paper | exact | sskd_code, 1-stage, the default eigensolver
                        (distill.svd_solver = "auto": subspace iteration for Gram matrices above 32 x 32)
   kd_svd_<mode>@eigh   the same with svd_solver = "eigh" (a full eigendecomposition, kept pairs' backward)
@@ -45,7 +47,8 @@ import sys
 import time
 
 MODES = ("paper", "exact", "sskd_code")
-CASES = ("student", "student+teacher", "floor", "fsp", *(f"kd_svd_{m}" for m in MODES),
+CASES = ("student", "student+teacher", "floor", "fsp", "soft_target", "attention_transfer", "dkd",
+         *(f"kd_svd_{m}" for m in MODES),
          *(f"kd_svd_{m}@eigh" for m in MODES), "teacher")
 BEFORE_CASES = tuple(f"kd_svd_{m}@before" for m in MODES)
 TARGET = 0.10  # KD-SVD's time per step over the floor's
