@@ -55,6 +55,18 @@ def _natural(path: str) -> tuple:
   return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.split("."))
 
 
+def _hint(path: str, module: nnx.Module, calls: dict[str, tuple]) -> str:
+  """Why the submodule at `path` did not run once, where it can be told: an inherited `__call__`, or the submodules
+  under it that did run once."""
+  cls = type(module)
+  if path not in calls and "__call__" not in vars(cls) and callable(module):
+    # nnx.capture wraps the methods a module's class defines itself, not those it inherits.
+    return f"; {cls.__name__} inherits __call__, which Flax's nnx.capture does not record: define it in the class"
+  ran = sorted((p for p in calls if p.startswith(f"{path}.") and len(calls[p]) == 1),
+               key=lambda p: (p.count("."), _natural(p)))
+  return f"; submodules of it that run once: {_listed(ran)}" if ran else ""
+
+
 def check_paths(model: nnx.Module, paths: Sequence[str]) -> None:
   """Raises a one-line ValueError if a path is not a string naming a submodule of `model`, or is given twice."""
   valid = module_paths(model)
@@ -85,16 +97,6 @@ def tapped(model: nnx.Module, paths: Sequence[str]) -> Callable[..., tuple[Any, 
   paths = list(paths)
   check_paths(model, paths)
   submodules = module_paths(model)
-
-  def _hint(path: str, calls: dict[str, tuple]) -> str:
-    cls = type(submodules[path])
-    if path not in calls and "__call__" not in vars(cls) and callable(submodules[path]):
-      # nnx.capture wraps the methods a module's class defines itself, not those it inherits.
-      return f"; {cls.__name__} inherits __call__, which Flax's nnx.capture does not record: define it in the class"
-    ran = sorted((p for p in calls if p.startswith(f"{path}.") and len(calls[p]) == 1),
-                 key=lambda p: (p.count("."), _natural(p)))
-    return f"; submodules of it that run once: {_listed(ran)}" if ran else ""
-
   capture = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)
 
   def forward(*args, **kwargs):
@@ -106,7 +108,8 @@ def tapped(model: nnx.Module, paths: Sequence[str]) -> Callable[..., tuple[Any, 
       outputs = calls.get(path, ())
       if len(outputs) != 1:
         raise ValueError(f"tap {path!r} ({type(submodules[path]).__name__}) ran {len(outputs)} times in one call of "
-                         f"{type(model).__name__}; a tap must run exactly once{_hint(path, calls)}.")
+                         f"{type(model).__name__}; a tap must run exactly once"
+                         f"{_hint(path, submodules[path], calls)}.")
       taps.append(outputs[0])
     return output, taps
 
