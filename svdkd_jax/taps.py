@@ -56,15 +56,20 @@ def _natural(path: str) -> tuple:
 
 
 def _hint(path: str, module: nnx.Module, calls: dict[str, tuple]) -> str:
-  """Why the submodule at `path` did not run once, where it can be told: an inherited `__call__`, or the submodules
-  under it that did run once."""
+  """Why the submodule at `path` did not run once, where it can be told (an inherited `__call__`), and the paths
+  near it that did run once: the submodules under it, else those beside it."""
   cls = type(module)
   if path not in calls and "__call__" not in vars(cls) and callable(module):
     # nnx.capture wraps the methods a module's class defines itself, not those it inherits.
     return f"; {cls.__name__} inherits __call__, which Flax's nnx.capture does not record: define it in the class"
-  ran = sorted((p for p in calls if p.startswith(f"{path}.") and len(calls[p]) == 1),
-               key=lambda p: (p.count("."), _natural(p)))
-  return f"; submodules of it that run once: {_listed(ran)}" if ran else ""
+  once = [p for p in calls if p and len(calls[p]) == 1]
+  under = sorted((p for p in once if p.startswith(f"{path}.")), key=lambda p: (p.count("."), _natural(p)))
+  if under:
+    return f"; submodules of it that run once: {_listed(under)}"
+  parent = path.rpartition(".")[0]
+  beside = sorted((p for p in once if p.startswith(f"{parent}." if parent else "")),
+                  key=lambda p: (p.count("."), _natural(p)))
+  return f"; beside it, run once: {_listed(beside)}" if beside else ""
 
 
 def check_paths(model: nnx.Module, paths: Sequence[str]) -> None:
