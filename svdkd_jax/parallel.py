@@ -53,7 +53,8 @@ def maybe_initialize_distributed() -> bool:
 
 
 def connect_cpu_collectives() -> None:
-  """Sets up the cross-process CPU transport now, while the processes are in step (multi-process CPU runs only).
+  """Sets up the cross-process CPU transport now, while the processes are in step, and without JAX's persistent
+  compilation cache (multi-process CPU runs only).
 
   XLA connects its CPU collectives (gloo) at the first cross-process collective and gives up if the other processes
   have not arrived within 30 seconds ("Gloo context initialization failed: DEADLINE_EXCEEDED"). A run's first
@@ -61,8 +62,13 @@ def connect_cpu_collectives() -> None:
   whose duration differs between processes by more than that on a loaded machine. Backend start-up (`jax.devices()`)
   is a rendezvous without that limit, so a collective right after it finds every process there; later collectives
   reuse the connection and wait as long as a slow process needs.
+
+  The persistent compilation cache (`JAX_COMPILATION_CACHE_DIR`) is turned off: only process 0 finds its entries
+  (each process has its own keys, and only process 0 writes), and a step loaded from the cache on process 0 and
+  compiled on the others waits forever in its first gloo all-reduce.
   """
   if jax.process_count() > 1 and jax.default_backend() == "cpu":
+    jax.config.update("jax_enable_compilation_cache", False)
     multihost_utils.sync_global_devices("svdkd_jax: connect CPU collectives")
 
 
