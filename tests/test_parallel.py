@@ -266,8 +266,8 @@ def test_preempted_or_lost_processes_stop_together_and_resume_exactly(tmp_path, 
     first = _wait_for_step(procs, run, _trained_step(run) + 3)
     t0 = time.time()
     for n, i in enumerate(targets):
-      while n and _trained_step(run) < first + 2 and all(p.poll() is None for p in procs):
-        time.sleep(0.05)  # the next signal a few steps later (a process that stops already ignores it)
+      while n and _trained_step(run) < first + 1 and all(p.poll() is None for p in procs):
+        time.sleep(0.02)  # the next signal some steps later (a process that stops already ignores it)
       procs[i].send_signal(signal.SIGTERM)
     seconds = _wait_processes(procs, timeout=2 * STOP_SECONDS, since=t0)
     assert [p.returncode for p in procs] == [128 + signal.SIGTERM] * 2, [log.read_text()[-3000:] for log in logs]
