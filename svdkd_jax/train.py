@@ -9,6 +9,10 @@ evaluating on the full eval split at each epoch end and checkpointing every `tra
 each epoch end. Metrics go to `WORKDIR/metrics.jsonl` and TensorBoard, the final summary to `WORKDIR/summary.json`
 (`"complete": true` once every step ran).
 
+SIGINT/SIGTERM stop the run after a step with a checkpoint of it, on every process of a multi-process run after the
+same step (`_StopRequest`); a multi-process run that loses a process stops the others with one line naming it and the
+last checkpoint (`user_errors.ProcessLostError`); a full disk during a save is one line (`checkpoint.DiskFullError`).
+
 Mechanisms (`config.distill.mechanism`):
   1stage: every step uses the combined gradient (the authors' released code).
   2stage: `distill.init_epochs` epochs of the distillation loss alone (its gradient only, no CE, no weight decay),

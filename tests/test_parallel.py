@@ -297,11 +297,13 @@ def test_preempted_or_lost_processes_stop_together_and_resume_exactly(tmp_path, 
           "resume."), errors[0]), errors
   assert last >= both
 
-  # Resume to a few steps past the last checkpoint, and the same run uninterrupted.
+  # Resume to a few steps past the last checkpoint. The same run uninterrupted, in one process with two devices (the
+  # same computation, to the bit, at half the start-up cost).
   end = f"--config.train.max_steps={last + 3}"
   _run_processes(args + [end], tmp_path, main_flags=True, name="resumed")
-  _run_processes(LONG_ARGS + [end, "--workdir", str(tmp_path / "uninterrupted")], tmp_path, main_flags=True,
-                 name="uninterrupted")
+  whole = _run(LONG_ARGS + [end, "--workdir", str(tmp_path / "uninterrupted")],
+               {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  assert whole.returncode == 0, whole.stderr[-3000:]
   for workdir in (run, tmp_path / "uninterrupted"):
     assert json.loads((workdir / "summary.json").read_text())["step"] == last + 3
   a, b = final_params(str(tmp_path / "uninterrupted")), final_params(str(run))
