@@ -164,7 +164,8 @@ class _StopRequest:
 
   def due(self, step: int) -> bool:
     """Whether to stop after `step` (on every process alike). Call it on every process once before the first step
-    (a request during start-up) and after every step: JAX's protocol counts the steps of each process."""
+    and after every step: JAX's protocol stops them after the step that follows the furthest one's last call. (A
+    SIGTERM before that first call of a resumed run is therefore missed: the processes have reported no step yet.)"""
     if self._shared:
       self.stopped = multihost_utils.reached_preemption_sync_point(step)
     else:
