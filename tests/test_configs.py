@@ -198,6 +198,7 @@ ARCHIVE_CONFIGS = {"cpu_cifar10": "kd_svd", "cpu_tiny_imagenet": "kd_svd", "regi
                    "tiny_imagenet_vgg": "teacher"}
 
 
+@pytest.mark.real_data
 def test_archive_configs_name_archives_found_in_the_data_root():
   from svdkd_jax.data import sources  # pylint: disable=g-import-not-at-top
 

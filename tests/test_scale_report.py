@@ -52,6 +52,14 @@ def report_js(scale, tmp_path_factory):
                            25_000: (tmp / "large", "not_run")})
 
 
+def test_a_probe_s_teacher_measured_on_test(scale, tmp_path):
+  write_rung(tmp_path, "t25k", {"student": [0.60, 0.62, 0.61]}, 40)
+  (tmp_path / "t25k" / scale.TEACHER_TEST).write_text(json.dumps({"accuracy": 66.5, "epochs": 80, "split": "test"}))
+  rung = scale.rung_json(25_000, tmp_path, "t25k")
+  assert rung["rows"]["teacher"]["last"] == [66.5] and rung["epochs"] == {"teacher": 80, "student": 40}
+  assert rung["teacher_margin"] == pytest.approx(66.5 - 61.0)
+
+
 def test_rungs_and_verdicts(scale, report_js):
   js = report_js
   assert list(js["rungs"]) == ["5000", "50000"]  # a rung without a folder is left out
