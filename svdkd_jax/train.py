@@ -1,7 +1,7 @@
 """Training: `train_and_evaluate(config, workdir)` trains one network (teacher, student alone, or distilled student).
 
-A run, in order: check the config (`run_config.validate_run`) and its batch sizes against the mesh, so that nothing
-is touched before they pass; lock the workdir (`workdir_lock`: one run per workdir, for every caller); check that
+A run, in order: check the config (`run_config.validate_run`), its batch sizes against the mesh and its taps
+(`check_taps`: the networks and the loss traced on abstract shapes), so that nothing is touched before they pass; lock the workdir (`workdir_lock`: one run per workdir, for every caller); check that
 the workdir holds no other run; build the data, the student and the frozen teacher of a distillation run; write
 `config.json`; resume from the newest readable checkpoint if any (a damaged newer one is set aside as
 `<step>.unreadable`, with a warning); then loop over steps with one jitted train step (`svdkd_jax.steps`),
