@@ -13,9 +13,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_readme_training_step_example_runs(monkeypatch):
-  """The example distils examples/my_resnet.py's ResNet (a user's network, logits only) from a copy twice as wide
+  """The example distils docs/examples/my_resnet.py's ResNet (a user's network, logits only) from a copy twice as wide
   through named taps: two steps move the parameters and the BatchNorm statistics, with a live KD-SVD loss."""
-  monkeypatch.syspath_prepend(str(ROOT / "examples"))  # where the example's `from my_resnet import ResNet` finds it
+  monkeypatch.syspath_prepend(str(ROOT / "docs" / "examples"))  # where the example's `from my_resnet import ResNet` finds it
   text = (ROOT / "README.md").read_text()
   section = text[text.index("## KD-SVD in your own training step"):text.index("## Where things are")]
   (code,) = re.findall(r"```python\n(.*?)```", section, re.S)

@@ -1,5 +1,5 @@
-"""docs/your_network.md: a ResNet written without this package (examples/my_resnet.py, logits only), registered by
-its config file (examples/my_resnet_config.py) and distilled with KD-SVD from a copy twice as wide through taps
+"""docs/your_network.md: a ResNet written without this package (docs/examples/my_resnet.py, logits only), registered by
+its config file (docs/examples/my_resnet_config.py) and distilled with KD-SVD from a copy twice as wide through taps
 chosen by name, through `train_and_evaluate`; and the errors of a bad tap path, taps of mismatched shapes and an
 option the method does not read, each one line before anything is written. (The library form is the README's
 example: tests/test_readme.py.)"""
@@ -15,14 +15,14 @@ from svdkd_jax import models
 from svdkd_jax import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "examples" / "my_resnet_config.py"
+CONFIG = ROOT / "docs" / "examples" / "my_resnet_config.py"
 
 
 @pytest.fixture
 def my_resnet_config(monkeypatch):
-  """`my_resnet_config(arg)`: the example's config; `examples/` is on the path as the user's package would be,
+  """`my_resnet_config(arg)`: the example's config; `docs/examples/` is on the path as the user's package would be,
   and the network it registers is gone after the test."""
-  monkeypatch.syspath_prepend(str(ROOT / "examples"))
+  monkeypatch.syspath_prepend(str(ROOT / "docs" / "examples"))
   monkeypatch.delitem(sys.modules, "my_resnet", raising=False)
   monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
   return lambda arg: config_files.get_config(f"{CONFIG}:{arg}")

@@ -1,5 +1,5 @@
 """A small CIFAR ResNet, written as a Flax NNX user writes one: it knows nothing of svdkd_jax, and its call returns
-the logits alone. examples/my_resnet_config.py distils it (docs/your_network.md).
+the logits alone. docs/examples/my_resnet_config.py distils it (docs/your_network.md).
 
 Stem conv 3x3 + BatchNorm + ReLU; three stages of basic blocks at `channels`, 2x and 4x channels, strides 1, 2, 2;
 global average pool; linear head.

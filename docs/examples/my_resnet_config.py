@@ -1,9 +1,9 @@
-"""Your own network through the trainer: the ResNet of examples/my_resnet.py, registered under a name, distilled
+"""Your own network through the trainer: the ResNet of docs/examples/my_resnet.py, registered under a name, distilled
 from a copy of itself twice as wide through taps chosen by name (docs/your_network.md).
 
-  export PYTHONPATH=examples   # where my_resnet.py lives (your project's package, in practice)
-  python -m svdkd_jax.main --config examples/my_resnet_config.py:teacher --workdir runs/mine/teacher
-  python -m svdkd_jax.main --config examples/my_resnet_config.py:kd_svd_exact_mean --workdir runs/mine/kd_svd \
+  export PYTHONPATH=docs/examples   # where my_resnet.py lives (your project's package, in practice)
+  python -m svdkd_jax.main --config docs/examples/my_resnet_config.py:teacher --workdir runs/mine/teacher
+  python -m svdkd_jax.main --config docs/examples/my_resnet_config.py:kd_svd_exact_mean --workdir runs/mine/kd_svd \
       --config.teacher.workdir=runs/mine/teacher
 
 CIFAR-10 from tensorflow-datasets with the paper's recipe; `,smoke` runs a few steps on the bundled digits.
