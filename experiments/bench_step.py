@@ -6,12 +6,16 @@ Every case is the trainer's own jitted step (`svdkd_jax.steps.make_train_step`, 
 on a fixed synthetic uint8 batch, with an untrained teacher (`train.random_teacher`; speed does not depend on the
 weights). Cases:
   student              student alone (one backward)
+  student+stop         student step + the trainer's stop decision after it (`train._StopRequest.due`: a flag in one
+                       process, JAX's preemption sync point across several), as the loop runs them
   student+teacher      student step + a teacher forward in eval mode, one backward
   floor                the trainer's distillation step with a distillation loss that costs nearly nothing but
                        reaches every tap (`floor_loss`, non-zero gradient): teacher forward, the main AND the
                        distillation pullback through the student, per-tensor clipping. What any feature distillation
                        with the released clipping rule costs before its own loss: the floor KD-SVD is measured against
   fsp                  FSP, 1-stage
+  soft_target, attention_transfer, dkd
+                       the logit and attention baselines, 1-stage, their published options
   kd_svd_<mode>        KD-SVD (k = 1, 4 taps), svd_grad = paper | exact | sskd_code, 1-stage, the default eigensolver
                        (distill.svd_solver = "auto": subspace iteration for Gram matrices above 32 x 32)
   kd_svd_<mode>@eigh   the same with svd_solver = "eigh" (a full eigendecomposition, kept pairs' backward)
@@ -39,6 +43,7 @@ jax is imported inside the functions: `--devices` must set XLA_FLAGS before jax 
 import argparse
 from collections.abc import Callable
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -47,7 +52,8 @@ import sys
 import time
 
 MODES = ("paper", "exact", "sskd_code")
-CASES = ("student", "student+teacher", "floor", "fsp", *(f"kd_svd_{m}" for m in MODES),
+CASES = ("student", "student+stop", "student+teacher", "floor", "fsp", "soft_target", "attention_transfer", "dkd",
+         *(f"kd_svd_{m}" for m in MODES),
          *(f"kd_svd_{m}@eigh" for m in MODES), "teacher")
 BEFORE_CASES = tuple(f"kd_svd_{m}@before" for m in MODES)
 BF16_CASES = tuple(f"{c}@bf16" for c in CASES if "@" not in c)
@@ -107,7 +113,8 @@ def relative(times: dict[str, list[float]], base: str) -> dict[str, float]:
 def _config(case: str, args):
   from svdkd_jax import config_files
   case, _, solver = case.partition("@")
-  variant = {"student+teacher": "student", "floor": "student", "kd_svd_paper": "kd_svd"}.get(case, case)
+  variant = {"student+teacher": "student", "student+stop": "student", "floor": "student",
+             "kd_svd_paper": "kd_svd"}.get(case, case)
   config = config_files.get_config(f"{os.path.join(os.path.dirname(__file__), '..', 'configs', 'cifar100_vgg.py')}:{variant}")
   config.model.width = config.teacher.width = args.width
   config.train.batch_size = args.batch
@@ -156,6 +163,18 @@ def _with_teacher_forward(student_step, teacher, mean, std):
   return jax.jit(step, donate_argnums=0)
 
 
+def _with_stop_check(train_step, stop):
+  """The train step, then the trainer's decision whether to stop after it, as `train._train_loop` runs them."""
+  steps_done = itertools.count(1)
+
+  def step(state, t_vars, batch):
+    out = train_step(state, t_vars, batch)
+    stop.due(next(steps_done))
+    return out
+
+  return step
+
+
 def step_runs(cases: list[str], args, mesh, batch,
               before=None) -> tuple[dict[str, Callable[[], None]], dict[str, float]]:
   """Per case, a compiled train step (one step run now) and a closure running `args.steps` more steps; and the
@@ -172,7 +191,8 @@ def step_runs(cases: list[str], args, mesh, batch,
     config = _config(case, args)
     student = networks.build(config.model.name, config.model.width, NUM_CLASSES, 0, mesh=mesh,
                              compute_dtype=config.train.compute_dtype)
-    teacher = train.random_teacher(config, NUM_CLASSES, mesh=mesh) if case not in ("student", "teacher") else None
+    teacher = (train.random_teacher(config, NUM_CLASSES, mesh=mesh) if case not in ("student", "student+stop", "teacher")
+               else None)
     state, tx = train.create_train_state(config, student, STEPS_PER_EPOCH, mesh=mesh)
     distill_fn = floor_loss if case == "floor" else distill.from_config(config.distill)
     kwargs = dict(distill_fn=distill_fn, steps_per_epoch=STEPS_PER_EPOCH, mesh=mesh, mean=mean, std=std)
@@ -180,6 +200,8 @@ def step_runs(cases: list[str], args, mesh, batch,
       step = _with_teacher_forward(steps.make_train_step(config, student, tx, **kwargs), teacher, mean, std)
     else:
       step = steps.make_train_step(config, student, tx, teacher=teacher, **kwargs)
+    if case == "student+stop":
+      step = _with_stop_check(step, train._StopRequest())  # pylint: disable=protected-access
     t_vars = train.teacher_vars(teacher)
     start = time.perf_counter()
     current_svd = distill.svd

@@ -18,15 +18,12 @@ import pathlib
 import statistics
 import sys
 
-import jax
 import ml_collections
 import numpy as np
 
+import evaluate_run  # experiments/evaluate_run.py (this folder is on sys.path when run as a script)
 from svdkd_jax import input_pipeline
-from svdkd_jax import networks
 from svdkd_jax import metrics as metrics_lib
-from svdkd_jax import parallel
-from svdkd_jax import steps
 from svdkd_jax import workdir as workdir_lib
 from svdkd_jax.data import sources
 
@@ -41,7 +38,6 @@ def train_accuracy(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> 
   """Eval-mode accuracy of the run's last checkpoint on its labelled training images, in %."""
   if not config.data.holdout:
     raise ValueError(f"{workdir} did not train with a holdout: its eval split is the test split; not probing it.")
-  mesh = parallel.create_mesh()
   ds = input_pipeline.create_datasets(config.data, global_batch_size=config.train.batch_size,
                                       eval_batch_size=config.train.eval_batch_size, seed=config.seed)
   labels = sources.source_labels(ds.train)
@@ -49,12 +45,7 @@ def train_accuracy(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> 
   on_train = input_pipeline.Datasets(train=ds.train, eval=labelled, num_classes=ds.num_classes, mean=ds.mean,
                                      std=ds.std, global_batch_size=ds.global_batch_size,
                                      eval_batch_size=ds.eval_batch_size, seed=ds.seed)
-  last = workdir / "checkpoints" / str(metrics_lib.read_summary(str(workdir))["step"])  # the last, not the best
-  net = networks.restore(str(last), config.model.name, config.model.width, ds.num_classes, mesh=mesh,
-                         image_size=ds.image_shape[0])
-  variables = net.variables
-  eval_step = steps.make_eval_step(net, mesh=mesh, mean=ds.mean, std=ds.std)
-  return 100 * steps.evaluate(eval_step, variables, on_train, mesh)["eval_accuracy"]
+  return evaluate_run.last_checkpoint_accuracy(workdir, config, on_train)["accuracy"]
 
 
 def probe(workdir: pathlib.Path) -> dict:

@@ -1,4 +1,5 @@
-r"""The regime tables' results: the paired comparisons of experiments/gain_plan.md, a JSON file, plots, README block.
+r"""The regime tables' results: the paired comparisons of experiments/gain_plan.md and experiments/baselines_plan.md,
+a JSON file, plots, a README block.
 
   python experiments/regime_report.py [--root experiments/results/regime_runs] [--out experiments/results] \
       [--readme experiments/results/README.md]
@@ -9,7 +10,7 @@ metrics.jsonl, config.json, run.log; no checkpoints needed). One table per folde
 `regime_cifar10_labels50`. Works on whatever runs are complete and lists the plan's runs still pending. Writes:
   OUT/regime_table.json   {table: {"labels_per_class": N or null, "student_model": name, "rows": {method: {"seeds",
                           "last", "best"}}, "comparisons": [{"a", "b", "seeds", "diffs", "mean", "se",
-                          "planned_seeds", "verdict"}]}}, accuracies in percent ("best" is selected on the test split
+                          "planned_seeds", "verdict", "note"}]}}, accuracies in percent ("best" is selected on the test split
                           and enters no comparison)
   OUT/regime_table.md     per table: last-epoch accuracy per method, every comparison with its verdict, the S-DNN vs
                           KD-SVD train/eval gap, the distillation/main gradient ratio, the KD-SVD loss per tap pair,
@@ -24,7 +25,11 @@ The verdict rule, fixed before the runs: for a comparison "A vs B", d_i = last-e
 that of B seed i (same data order and initialisation), over the seeds both have. **Confirmed** (A above B) if
 mean(d) > 2 x its standard error and every d_i > 0; **refuted in this regime** if mean(d) <= 0; **inconclusive**
 otherwise; **pending** while fewer than 3 seeds are paired, and marked **interim** until all of the plan's seeds
-are in. The headline is last-epoch accuracy: "+-" after an accuracy is the SD over seeds, after a paired
+are in. A note beside a verdict says what the rule does not: "mean within 1 SE of 0" (a refutation that only means
+mean <= 0, or an inconclusive tie) or "below by more than 2 SE" (B clearly ahead). With 5 seeds and no true
+difference, a comparison passes "mean > 2 SE" 5.8 % of the time and the full rule (every d_i > 0 too) 2.9 %
+(simulated, normal differences), so over the 33 comparisons of these tables about one false confirmation is
+expected if none of the differences were real. The headline is last-epoch accuracy: "+-" after an accuracy is the SD over seeds, after a paired
 difference the SE of its mean.
 """
 
@@ -47,6 +52,8 @@ METHODS = {
     "student": "S-DNN (student alone)",
     "soft_target": "Soft target",
     "fsp": "FSP (1-stage)",
+    "attention_transfer": "Attention transfer",
+    "dkd": "DKD (decoupled KD)",
     "kd_svd_sskd_code": "KD-SVD sskd_code (the released gradient)",
     "kd_svd": "KD-SVD paper (the poster's gradient)",
     "kd_svd_exact": "KD-SVD exact (released loss scale)",
@@ -59,14 +66,14 @@ KD_SVD = ("kd_svd_exact", "kd_svd_exact_mean", "kd_svd_sskd_code", "kd_svd", "kd
           "kd_svd_exact_mean_deranged", "kd_svd_exact_mean_soft_target")
 STRIDE_STUDENT = "vgg_stride_student"
 SEEDS = (0, 1, 2, 3, 4)
-# experiments/gain_plan.md's rows and seeds per table, the regime table's rows included (its `paper` and `sskd_code`
-# rows keep their 3 seeds). The stride table has no teacher of its own: it reads the all-labels table's.
+# experiments/gain_plan.md's and baselines_plan.md's rows and seeds per table, the regime table's rows included (its
+# `paper` and `sskd_code` rows keep their 3 seeds). The stride table has no teacher of its own: it reads the all-labels table's.
 ROWS = {
     "regime_cifar10": {
         "teacher": (0,), "student": SEEDS, "soft_target": SEEDS, "fsp": SEEDS, "kd_svd_sskd_code": (0, 1, 2),
         "kd_svd": (0, 1, 2), "kd_svd_exact": SEEDS, "kd_svd_exact_mean": SEEDS,
         "kd_svd_exact_mean_untrained_teacher": SEEDS, "kd_svd_exact_mean_deranged": SEEDS,
-        "kd_svd_exact_mean_soft_target": SEEDS},
+        "kd_svd_exact_mean_soft_target": SEEDS, "attention_transfer": SEEDS, "dkd": SEEDS},
     "regime_cifar10_labels250": {
         "teacher": (0,), "student": SEEDS, "soft_target": SEEDS, "fsp": SEEDS, "kd_svd_sskd_code": (0, 1, 2),
         "kd_svd": (0, 1, 2), "kd_svd_exact": SEEDS, "kd_svd_exact_mean": SEEDS, "kd_svd_exact_mean_soft_target": SEEDS},
@@ -82,6 +89,10 @@ HEAD_TO_HEAD = (
     ("regime_cifar10", "kd_svd_exact_mean", "soft_target"),
     ("regime_cifar10", "kd_svd_exact_mean", "fsp"),
     ("regime_cifar10", "kd_svd_exact_mean_soft_target", "soft_target"),
+    ("regime_cifar10", "attention_transfer", "kd_svd_exact_mean"),
+    ("regime_cifar10", "attention_transfer", "soft_target"),
+    ("regime_cifar10", "dkd", "kd_svd_exact_mean"),
+    ("regime_cifar10", "dkd", "soft_target"),
     ("regime_cifar10_labels250", "kd_svd_exact_mean", "soft_target"),
     ("regime_cifar10_labels250", "kd_svd_exact_mean", "fsp"),
     ("regime_cifar10_labels250", "kd_svd_exact_mean_soft_target", "soft_target"),
@@ -192,7 +203,25 @@ def compare(table: str, rows: dict, a: str, b: str) -> dict:
   else:
     verdict = p["verdict"]
   return {"a": a, "b": b, "seeds": p["seeds"], "diffs": p["diffs"], "mean": _number(p["mean"]),
-          "se": _number(p["se"]), "planned_seeds": planned, "verdict": verdict}
+          "se": _number(p["se"]), "planned_seeds": planned, "verdict": verdict,
+          "note": strength(p["mean"], p["se"]) if n >= MIN_SEEDS else ""}
+
+
+def strength(mean: float | None, se: float | None) -> str:
+  """What the verdict rule does not say: a mean within 1 SE of zero (a "refuted" that only means mean <= 0, an
+  "inconclusive" that is a tie), or more than 2 SE below zero (B clearly ahead). "" otherwise."""
+  if mean is None or se is None or math.isnan(se):
+    return ""
+  if abs(mean) <= se:
+    return "mean within 1 SE of 0"
+  if mean < -2 * se:
+    return "below by more than 2 SE"
+  return ""
+
+
+def verdict_text(c: dict) -> str:
+  """The verdict with its note, e.g. "refuted in this regime; mean within 1 SE of 0"."""
+  return f"{c['verdict']}; {c['note']}" if c.get("note") else c["verdict"]
 
 
 def comparisons(table: str, rows: dict) -> list[dict]:
@@ -348,19 +377,20 @@ def row_table(name: str, js: dict, per_seed: bool = False) -> list[str]:
     seeds = f"{len(m['seeds'])}/{len(planned[v])}" if v in planned else str(len(m["seeds"]))
     per_seed_last = f" {', '.join(f'{x:.2f}' for x in m['last'])} |" if per_seed else ""
     out.append(f"| {label(v, t)} | {seeds} | {_fmt(m['last'])} | {_pm(c) if c else ''} | "
-               f"{c['verdict'] if c else ''} |" + per_seed_last)
+               f"{verdict_text(c) if c else ''} |" + per_seed_last)
   return out
 
 
 def comparison_lines(js_table: dict) -> list[str]:
   return [f"{short(c['a'])} vs {short(c['b'])}: {_pm(c)} (mean +- SE) over seeds {c['seeds']}, differences "
-          f"[{_diffs(c)}]: {c['verdict']}" for c in js_table["comparisons"]]
+          f"[{_diffs(c)}]: {verdict_text(c)}" for c in js_table["comparisons"]]
 
 
 def markdown(tables: dict, js: dict, command: str) -> str:
   out = ["# KD-SVD where it should help: converged students, label budgets, controls and head-to-head comparisons "
          "(generated by experiments/regime_report.py)", "", f"Regenerate: `{command}`", "",
-         "The plan (rows, seeds, comparisons, how the controls are read): `experiments/gain_plan.md`.", "",
+         "The plans (rows, seeds, comparisons, how the controls are read): `experiments/gain_plan.md`, and for the "
+         "attention transfer and DKD rows `experiments/baselines_plan.md`.", "",
          __doc__.split("\n\n")[-1].strip(), "",
          "KD-SVD rows name their `svd_grad` mode; `exact+mean` is `svd_grad=exact` with `loss_scale=mean` (the "
          "per-image batch mean), the other KD-SVD rows keep the released scale (the per-image losses summed over the "
@@ -376,7 +406,7 @@ def markdown(tables: dict, js: dict, command: str) -> str:
             "| A vs B | seeds | A - B, mean +- SE | 2 SE | per-seed A - B | verdict |", "|---|---|---|---|---|---|"]
     for c in t["comparisons"]:
       two_se = f"{2 * c['se']:.2f}" if c["se"] is not None else ""
-      out.append(f"| {_versus(c, t)} | {_seeds(c)} | {_pm(c)} | {two_se} | {_diffs(c)} | {c['verdict']} |")
+      out.append(f"| {_versus(c, t)} | {_seeds(c)} | {_pm(c)} | {two_se} | {_diffs(c)} | {verdict_text(c)} |")
     out += ["", "Training-batch accuracy (labelled images, dropout and augmentation on) against eval accuracy, last "
             "epoch, mean over seeds:", ""]
     for v in ("student", "kd_svd_exact", "kd_svd_exact_mean"):
@@ -419,9 +449,9 @@ def readme_block(js: dict) -> str:
   out = [README_BEGIN, "",
          "Last-epoch test accuracy in %, mean +- SD over seeds; paired differences in points, mean +- SE; seeds:",
          "complete / planned. `exact+mean`: `svd_grad=exact` with `loss_scale=mean`; the other KD-SVD rows keep the",
-         "released loss scale. Verdicts by the plan's rule (`experiments/gain_plan.md`). Per-seed numbers and",
-         "pending runs: `experiments/results/regime_table.md`; the differences at a glance:",
-         "`experiments/results/regime_diffs.png`.",
+         "released loss scale. Verdicts by the plans' rule (`experiments/gain_plan.md`,",
+         "`experiments/baselines_plan.md`). Per-seed numbers and pending runs:",
+         "`experiments/results/regime_table.md`; the differences at a glance: `experiments/results/regime_diffs.png`.",
          ""]
   for name, t in js.items():
     done = sum(len(m["seeds"]) for m in t["rows"].values())
@@ -434,7 +464,7 @@ def readme_block(js: dict) -> str:
   if head:
     out += ["**Head to head** (A vs B, paired by seed)", "",
             "| table | A vs B | seeds | A - B, mean +- SE | per-seed A - B | verdict |", "|---|---|---|---|---|---|"]
-    out += [f"| {title(js[name])} | {_versus(c, js[name])} | {_seeds(c)} | {_pm(c)} | {_diffs(c)} | {c['verdict']} |"
+    out += [f"| {title(js[name])} | {_versus(c, js[name])} | {_seeds(c)} | {_pm(c)} | {_diffs(c)} | {verdict_text(c)} |"
             for name, c in head]
     out.append("")
   out.append(README_END)
@@ -492,7 +522,7 @@ def plot_diffs(js: dict, path: str) -> bool:
                     color=color, ecolor=color, elinewidth=2, capsize=4, zorder=4)
       numbers = (f"  {c['mean']:+.2f} ± {c['se']:.2f} (SE), n = {len(c['seeds'])}"
                  if c["mean"] is not None and c["se"] is not None else "")
-      ax.text(1.01, i, c["verdict"] + numbers, transform=text_at, va="center", fontsize=8.5, color=color,
+      ax.text(1.01, i, verdict_text(c) + numbers, transform=text_at, va="center", fontsize=8.5, color=color,
               fontweight="bold" if c["verdict"] == "confirmed" else "normal")
     first_head = next((i for i, c in enumerate(comps) if c["b"] != "student"), None)
     if first_head:
@@ -520,7 +550,7 @@ def plot(tables: dict, js: dict, curves_path: str, gap_path: str) -> bool:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  palette = list(plt.get_cmap("tab10").colors) + ["#000080", "#808000"]
+  palette = list(plt.get_cmap("tab10").colors) + ["#000080", "#808000", "#008080", "#800000"]
   colors = dict(zip(METHODS, palette))
   # A table whose students have not finished yet has nothing to plot (its teacher shows in the Markdown table).
   every_table = tables

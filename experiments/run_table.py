@@ -55,10 +55,13 @@ def load_config_module(path: str):
 
 
 def plan(config_spec: str, root: str, *, variants: Sequence[str] = (), seeds: Sequence[int] = (),
-         teacher_seed: int = 0, table: str = "", teacher_table: str = "", all_seeds: bool = False) -> list[Run]:
+         teacher_seed: int = 0, table: str = "", teacher_table: str = "", teacher_workdir: str = "",
+         all_seeds: bool = False) -> list[Run]:
   """The runs of one table, teacher first. `config_spec` = `path[:base,tokens]`; `teacher_table` names another
-  table of `root` whose teacher the students read (default: the table's own); `all_seeds` ignores the file's
-  SEEDS_PER_VARIANT (a table whose plan runs every row on every seed)."""
+  table of `root` whose teacher the students read (default: the table's own); `teacher_workdir` is a finished run
+  elsewhere that they read instead (a held-out probe's teacher, trained on the table's images: its training does not
+  depend on its eval split); `all_seeds` ignores the file's SEEDS_PER_VARIANT (a table whose plan runs every row on
+  every seed)."""
   path, _, base = config_spec.partition(":")
   module = load_config_module(path)
   variants = list(variants) or list(getattr(module, "TABLE_VARIANTS", ()))
@@ -72,8 +75,9 @@ def plan(config_spec: str, root: str, *, variants: Sequence[str] = (), seeds: Se
   arg = lambda v: ",".join(base_tokens + [v])
   for v in variants:  # Fail before training anything if a variant is unknown.
     module.get_config(arg(v))
-  teacher_dir = os.path.join(root, teacher_table or table, "teacher", f"seed{teacher_seed}")
-  runs = [Run(table, path, arg("teacher"), "teacher", teacher_seed, teacher_dir)]
+  teacher_dir = teacher_workdir or os.path.join(root, teacher_table or table, "teacher", f"seed{teacher_seed}")
+  # A teacher elsewhere is not the runner's to train: its students wait for it ("no-teach") until it is complete.
+  runs = [] if teacher_workdir else [Run(table, path, arg("teacher"), "teacher", teacher_seed, teacher_dir)]
   # variant -> how many of the file's TABLE_SEEDS it runs (the first ones), whatever --seeds asks for.
   per_variant = {} if all_seeds else getattr(module, "SEEDS_PER_VARIANT", {})
   file_seeds = list(getattr(module, "TABLE_SEEDS", (0,)))
@@ -220,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="read the teacher of this table of ROOT (default: the table's own, trained first)")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="config override for every run, e.g. --set train.epochs=2 (becomes --config.KEY=VALUE)")
+  parser.add_argument("--teacher_workdir", default="",
+                      help="a finished teacher run elsewhere that the students read (not trained by the runner)")
   parser.add_argument("--teacher_checkpoint", choices=("best", "last"), default="best",
                       help="the teacher checkpoint students read: its best eval epoch, or its last (no choice made "
                            "on the eval split)")
@@ -243,7 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     for spec in args.config:
       runs += plan(spec, args.root, variants=variants, seeds=seeds, teacher_seed=args.teacher_seed, table=args.table,
-                   teacher_table=args.teacher_table, all_seeds=args.all_seeds)
+                   teacher_table=args.teacher_table, teacher_workdir=args.teacher_workdir,
+                   all_seeds=args.all_seeds)
   except (ValueError, FileNotFoundError) as e:
     parser.error(str(e))
   runner = lambda run, overrides: subprocess_runner(run, overrides, verbose=args.verbose,

@@ -2,10 +2,13 @@
 
 Where things live:
   svd.py             truncated SVD with its custom VJP (gradient modes "paper", "exact", "sskd_code"), alignment
-  distill.py         distillation methods (kd_svd, fsp, soft_target, none): one registry, one signature
+  distill.py         distillation methods (kd_svd, fsp, soft_target, attention_transfer, dkd, none): one registry,
+                     one signature
   optim.py           optax chain and the multi-task combination of main and distillation gradients
-  models/            Flax NNX networks returning (logits, taps)
-  networks.py        a run's network: build, restore (teacher or student run), apply (eval or train mode)
+  taps.py            taps by name: the outputs of named submodules of any Flax NNX module (nnx.capture)
+  models/            Flax NNX networks returning (logits, taps); the registry (models.register adds one's own)
+  networks.py        a run's network: build, restore (teacher or student run), apply (eval or train mode, own or
+                     named taps)
   input_pipeline.py  data sources (tfds, .npz archives, bundled digits), augmentation, sharded batches
   config.py          the schema: every config key with its default and valid values (`default()`, locked), the
                      earlier names of values (`ALIASES`, `canonical`) and the check of a config, `validate(config)`

@@ -15,12 +15,21 @@ checkpoint of another network as `CheckpointMismatchError`, before orbax reads a
 fails, closes its event loop while the other reads are in flight, whose completions then print "Event loop is
 closed" tracebacks until the process exits. `restore_latest` resumes from the newest readable step, setting damaged
 newer ones aside as `<step>.unreadable`.
+
+A save that fails for lack of space (ENOSPC, from tensorstore's array writes or etils' file writes) is reported
+once, as `DiskFullError` naming the file, the space a checkpoint needs and the step to resume from: orbax's writer
+threads log that error with its traceback before it reaches the caller, and those records are dropped
+(`_DropWriterTracebacks`). The half-written `<step>.orbax-checkpoint-tmp` folder is removed by the manager of the
+next run (`cleanup_tmp_directories`), which resumes from the newest finished step.
 """
 
 import dataclasses
+import errno
 import json
 import logging
 import os
+import re
+import shutil
 from typing import Any
 
 from etils import epath
@@ -44,6 +53,10 @@ class CheckpointUnreadableError(ValueError):
 
 class CheckpointMismatchError(ValueError):
   """A readable checkpoint holding other arrays (names or shapes) than the network/optimiser it is restored into."""
+
+
+class DiskFullError(ValueError):
+  """A checkpoint that could not be written for lack of space; the message says where, and how much it needs."""
 
 
 class DataIteratorHandler(ocp.CheckpointHandler):
@@ -112,10 +125,23 @@ class _DropReadOnlyNotice(logging.Filter):
     return not record.getMessage().startswith("Given directory is read only")
 
 
+class _DropWriterTracebacks(logging.Filter):
+  """Drops the tracebacks orbax logs from its writer threads (and again while waiting for them): each is of an
+  error that orbax raises again to the caller, at the next save or wait, which reports it once."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.exc_info and f"{os.sep}orbax{os.sep}checkpoint{os.sep}" in record.pathname)
+
+
+_WRITER_TRACEBACKS = _DropWriterTracebacks()
+
+
 def create_manager(directory: str, *, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
   """A manager keeping the latest `keep` checkpoints and the best one by eval accuracy (asynchronous saves)."""
   if keep < 1:
     raise ValueError(f"train.keep_checkpoints={keep} must be >= 1.")
+  if not read_only:
+    logging.getLogger("absl").addFilter(_WRITER_TRACEBACKS)  # (a no-op once added)
   policy = ocp_managers.AnyPreservationPolicy([
       ocp_managers.LatestN(n=keep),
       ocp_managers.BestN(get_metric_fn=_best_fn, reverse=False, n=1, keep_checkpoints_without_metrics=False),
@@ -142,6 +168,44 @@ def save(manager: ocp.CheckpointManager, step: int, *, model: Any, opt: Any, met
   if data_iterator is not None:
     items["data"] = DataIteratorSave(data_iterator)
   return manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+
+def finished_steps(directory: str | os.PathLike) -> list[int]:
+  """The steps of the finished checkpoints in `directory` (a save in progress or cut short is not one); reads the
+  directory only, so it needs no other process."""
+  directory = _absolute(directory)
+  return sorted(ocp.path.step.checkpoint_steps(directory)) if directory.exists() else []
+
+
+def _unwritten_file(error: BaseException) -> str | None:
+  """The file a write could not finish for lack of space, if `error` (or what it was raised from) is ENOSPC: an
+  OSError from a Python write, or tensorstore's error (naming the file and `os_error_code`); "" if no file is named;
+  None for any other error."""
+  while error is not None:
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+      return error.filename or ""
+    text = str(error)
+    if f"os_error_code='{errno.ENOSPC}'" in text:
+      found = re.search(r'Failed writing: "([^"]+)"', text)
+      return found.group(1) if found else ""
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def disk_full_error(error: BaseException, directory: str | os.PathLike, nbytes: int) -> DiskFullError | None:
+  """The one-line error for `error` if it is a full disk while saving a checkpoint of `nbytes` bytes of arrays into
+  `directory`, else None."""
+  file = _unwritten_file(error)
+  if file is None:
+    return None
+  local = "://" not in os.fspath(directory) and os.path.isdir(directory)
+  free = f" ({shutil.disk_usage(directory).free / 1e6:.1f} MB free)" if local else ""
+  steps = finished_steps(directory)
+  resume = f"resume from step {steps[-1]}" if steps else "start again (no checkpoint was finished)"
+  return DiskFullError(
+      f"No space left on device for a checkpoint in {directory}{free}: writing {file or 'it'} failed. A checkpoint "
+      f"of this run needs about {nbytes / 1e6:.1f} MB; free that much there, then rerun the same command to "
+      f"{resume}.")
 
 
 def _short(e: BaseException) -> str:

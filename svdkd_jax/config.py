@@ -47,17 +47,18 @@ ALIASES = {
     "data.normalization": {"sskd_bgr": "cifar100_bgr"},
 }
 # Numbers that must be > 0, and >= 0.
-POSITIVE = ("model.width", "teacher.width", "distill.k", "distill.beta", "distill.temperature",
+POSITIVE = ("model.width", "teacher.width", "distill.k", "distill.beta", "distill.temperature", "distill.at_beta",
             "optim.learning_rate", "train.epochs", "train.batch_size", "train.eval_batch_size",
             "train.log_every_steps", "train.checkpoint_every_steps", "train.keep_checkpoints")
-NON_NEGATIVE = ("model.dropout", "teacher.dropout", "distill.init_epochs", "combine.weight", "data.num_classes",
+NON_NEGATIVE = ("model.dropout", "teacher.dropout", "distill.init_epochs", "distill.dkd_alpha", "distill.dkd_beta",
+                "distill.dkd_warmup", "combine.weight", "data.num_classes",
                 "data.image_size", "data.class_subset", "data.holdout", "data.train_per_class",
                 "data.labels_per_class", "data.num_workers", "optim.momentum", "optim.decay_factor",
                 "optim.weight_decay", "train.max_steps")
-INTEGERS = ("seed", "distill.k", "distill.init_epochs", "data.num_classes", "data.image_size", "data.class_subset",
-            "data.holdout", "data.train_per_class", "data.labels_per_class", "data.num_workers", "train.epochs",
-            "train.batch_size", "train.eval_batch_size", "train.log_every_steps", "train.checkpoint_every_steps",
-            "train.keep_checkpoints", "train.max_steps")
+INTEGERS = ("seed", "distill.k", "distill.init_epochs", "distill.dkd_warmup", "data.num_classes", "data.image_size",
+            "data.class_subset", "data.holdout", "data.train_per_class", "data.labels_per_class", "data.num_workers",
+            "train.epochs", "train.batch_size", "train.eval_batch_size", "train.log_every_steps",
+            "train.checkpoint_every_steps", "train.keep_checkpoints", "train.max_steps")
 # The `config.distill` keys the trainer reads. Every other key of `config.distill` is an option of the distillation
 # methods, passed to `distill.get` under its own name to the methods that declare it.
 DISTILL_RUN_KEYS = ("method", "teacher_images", "mechanism", "init_epochs")
@@ -75,12 +76,17 @@ def _networks() -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
   model.name = "vgg_student"
   model.width = 1.0
   model.dropout = 0.5  # rate on the hidden FC layers (paper VGGs only; the paper's 0.5)
+  # Taps by name (svdkd_jax.taps): submodule paths such as "stage2" or "blocks.3" whose outputs are the taps, in
+  # order. () = the network's own taps (every network of svdkd_jax.models has them; a network registered
+  # logits_only has none).
+  model.taps = ()
   # Frozen teacher for distillation runs: restored from a teacher run's workdir (its best, else latest checkpoint)
   # or an explicit checkpoint path. Unused when distill.method == "none".
   teacher = ml_collections.ConfigDict()
   teacher.name = "vgg_teacher"
   teacher.width = 1.0
   teacher.dropout = 0.5
+  teacher.taps = ()  # as model.taps, for the teacher: its tap i is paired with the student's tap i
   teacher.workdir = ""
   teacher.checkpoint = ""
   # trained: restored as above. random: an untrained teacher (the architecture's random initialisation, seed
@@ -92,7 +98,8 @@ def _networks() -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
 def _distill() -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
   # Distillation method and its options (see svdkd_jax.distill.get).
   distill = ml_collections.ConfigDict()
-  # none | kd_svd | fsp | soft_target, or several joined by "+" (their losses summed: one distillation gradient).
+  # none | kd_svd | fsp | soft_target | attention_transfer | dkd, or several joined by "+" (their losses summed:
+  # one distillation gradient).
   distill.method = "none"
   distill.k = 1  # kd_svd: number of distilled singular vectors per tap
   distill.beta = 8.0  # kd_svd: RBF width
@@ -107,7 +114,13 @@ def _distill() -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
   # above 16 x 16 on a CPU and above 32 x 32 on accelerators, else eigh) | eigh | subspace. Results differ in the
   # last bits.
   distill.svd_solver = "auto"
-  distill.temperature = 4.0  # soft_target
+  distill.temperature = 4.0  # soft_target, dkd
+  distill.at_beta = 1000.0  # attention_transfer: the weight of its loss (the published 1000)
+  # dkd: the weights of its target-class (alpha) and non-target-class (beta) terms, and its linear warm-up in epochs
+  # (0: none); mdistiller's defaults, the paper's CIFAR-100 setting.
+  distill.dkd_alpha = 1.0
+  distill.dkd_beta = 8.0
+  distill.dkd_warmup = 20
   # same: each student image is compared with the teacher's outputs on the same image. deranged: on another image
   # of the batch (a seeded derangement per step, no image paired with itself), a control for the teacher's knowledge.
   distill.teacher_images = "same"
@@ -296,6 +309,15 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
     raise ValueError("config.data.source='tfds' needs config.data.name (a tensorflow-datasets name, e.g. cifar100).")
 
 
+def _check_tap_paths(config: ml_collections.ConfigDict) -> None:
+  for key in ("model.taps", "teacher.taps"):
+    paths = _get(config, key)
+    if (not isinstance(paths, (tuple, list)) or not all(isinstance(p, str) and p for p in paths) or
+        len(set(paths)) != len(paths)):
+      raise ValueError(f"config.{key}={paths!r} must be a tuple of distinct submodule paths such as "
+                       "('stage2', 'stage3'), or () for the network's own taps.")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises a one-line ValueError naming the first problem of `config`: an unknown or missing key, a value that is
   not one of `CHOICES` (earlier names, `ALIASES`, count as today's) or out of range, or values that do not go
@@ -306,4 +328,5 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if _get(config, key) not in valid:
       raise ValueError(f"config.{key}={_get(config, key)!r}; valid: {', '.join(valid)}.")
   _check_numbers(config)
+  _check_tap_paths(config)
   _check_combinations(config)

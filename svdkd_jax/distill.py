@@ -2,16 +2,22 @@
 
   fn = distill.get("kd_svd", k=1)
   loss, aux = fn(student_taps, teacher_taps, student_logits, teacher_logits)
+  loss, aux = distill.get("dkd")(student_taps, teacher_taps, student_logits, teacher_logits, labels=y, epoch=e)
 
-Taps are lists of feature maps `[B, H, W, D]` (student and teacher, same order), logits `[B, C]`. `loss` is a scalar
-(float32 at least), `aux` a dict of scalar diagnostics (one entry per tap pair, or the KL term). The teacher never
-receives a gradient: its taps and logits are wrapped in `stop_gradient` here, whatever the caller did.
+Taps are lists of feature maps `[B, H, W, D]` (student and teacher, same order), logits `[B, C]`; `labels` `[B]`
+integers (-1: an unlabelled image) and `epoch` (from 0, may be traced) are keyword arguments every method takes and
+only some read (dkd). `loss` is a scalar (float32 at least), `aux` a dict of scalar diagnostics (one entry per tap
+or tap pair, or the KL terms). The teacher never receives a gradient: its taps and logits are wrapped in
+`stop_gradient` here, whatever the caller did.
 
-Methods (see docs/method.md):
-  none         the student alone: loss 0.
-  kd_svd       Lee et al. 2018 (sections 2-4): truncated SVD per tap, alignment, DFV by RBF between consecutive taps.
-  fsp          Yim et al. 2017 as the KD-SVD authors implemented it (section 9).
-  soft_target  Hinton et al. 2015: KL between temperature-softened distributions, times T^2.
+Methods (see docs/method.md, section 12 for the list with formulas):
+  none                the student alone: loss 0.
+  kd_svd              Lee et al. 2018 (sections 2-4): truncated SVD per tap, alignment, DFV by RBF between
+                      consecutive taps.
+  fsp                 Yim et al. 2017 as the KD-SVD authors implemented it (section 9).
+  soft_target         Hinton et al. 2015: KL between temperature-softened distributions, times T^2.
+  attention_transfer  Zagoruyko & Komodakis 2017: per tap, the normalised channel mean of squared activations.
+  dkd                 Zhao et al. 2022: decoupled KD, the target-class and the non-target-class KL weighted apart.
 """
 
 from collections.abc import Callable, Sequence
@@ -28,7 +34,8 @@ from svdkd_jax import eig
 from svdkd_jax import svd
 
 Array = jax.Array
-DistillFn = Callable[[Sequence[Array], Sequence[Array], Array, Array], tuple[Array, dict[str, Array]]]
+# fn(student_taps, teacher_taps, student_logits, teacher_logits, *, labels=None, epoch=None) -> (loss, aux)
+DistillFn = Callable[..., tuple[Array, dict[str, Array]]]
 
 LOSS_SCALES = ("sum", "mean")
 # svd_grad -> the `grad_mode` of svd.truncated_svd that computes it (svd.py's own names are accepted as they are).
@@ -40,14 +47,17 @@ def _as_float(x: Array) -> Array:
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def _check_taps(method: str, student_taps, teacher_taps, *, same_channels: bool) -> None:
-  """Raises a ValueError naming the offending taps when student and teacher taps cannot be paired."""
+def _check_taps(method: str, student_taps, teacher_taps, *, same_channels: bool, consecutive: bool = True) -> None:
+  """Raises a ValueError naming the offending taps when student and teacher taps cannot be paired; `consecutive`:
+  the method pairs consecutive taps, so it needs at least 2."""
   if len(student_taps) != len(teacher_taps):
     raise ValueError(
         f"{method}: the student has {len(student_taps)} taps but the teacher has {len(teacher_taps)}; "
         "both networks must expose the same number of tapped feature maps.")
-  if len(student_taps) < 2:
-    raise ValueError(f"{method}: needs at least 2 taps (losses pair consecutive taps), got {len(student_taps)}.")
+  if len(student_taps) < (2 if consecutive else 1):
+    raise ValueError(f"{method}: needs at least {2 if consecutive else 1} taps"
+                     f"{' (its losses pair consecutive taps)' if consecutive else ''}, got {len(student_taps)}; a "
+                     "network that returns logits only has the taps a run names (config.model.taps, teacher.taps).")
   for i, (s, t) in enumerate(zip(student_taps, teacher_taps)):
     if s.ndim != 4 or t.ndim != 4:
       raise ValueError(f"{method}: tap {i} must be [B, H, W, D]; got student {s.shape}, teacher {t.shape}.")
@@ -66,8 +76,8 @@ def _check_taps(method: str, student_taps, teacher_taps, *, same_channels: bool)
 def none() -> DistillFn:
   """The student alone: zero loss, no diagnostics."""
 
-  def fn(student_taps, teacher_taps, student_logits, teacher_logits):
-    del student_taps, teacher_taps, student_logits, teacher_logits
+  def fn(student_taps, teacher_taps, student_logits, teacher_logits, *, labels=None, epoch=None):
+    del student_taps, teacher_taps, student_logits, teacher_logits, labels, epoch
     return jnp.zeros((), jnp.float32), {}
 
   return fn
@@ -154,8 +164,8 @@ def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale
   k = int(k)
   scale = 0.5 * math.sqrt(k)
 
-  def fn(student_taps, teacher_taps, student_logits, teacher_logits):
-    del student_logits, teacher_logits
+  def fn(student_taps, teacher_taps, student_logits, teacher_logits, *, labels=None, epoch=None):
+    del student_logits, teacher_logits, labels, epoch
     _check_taps("kd_svd", student_taps, teacher_taps, same_channels=True)
     for i, (s, t) in enumerate(zip(student_taps, teacher_taps)):
       for who, x in (("student", s), ("teacher", t)):
@@ -184,16 +194,17 @@ def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale
 # fsp
 
 
-def _max_pool_to(x: Array, h: int, w: int) -> Array:
-  """Max-pools `[B, H, W, D]` to `[B, h, w, D]` with window = stride = H / h (the authors' 2x2/2 when H = 2h)."""
+def _pool_to(x: Array, h: int, w: int, reduce: Callable[..., Array], *, why: str) -> Array:
+  """Pools `[B, H, W, D]` to `[B, h, w, D]` by `reduce` (jnp.max, jnp.mean) over windows of stride = size = H / h;
+  a ValueError beginning with `why` when the sizes do not differ by one integer factor in H and W."""
   b, hx, wx, d = x.shape
   if hx == h and wx == w:
     return x
   if hx % h or wx % w or hx // h != wx // w:
-    raise ValueError(f"fsp: cannot max-pool a {x.shape} map to {h}x{w}; consecutive taps' spatial sizes must "
-                     "differ by an integer factor, equal in H and W.")
+    raise ValueError(f"{why}: cannot pool a {x.shape} map to {h}x{w}; the spatial sizes must differ by an integer "
+                     "factor, equal in H and W.")
   f = hx // h
-  return x.reshape(b, h, f, w, f, d).max(axis=(2, 4))
+  return reduce(x.reshape(b, h, f, w, f, d), axis=(2, 4))
 
 
 def fsp_matrix(top: Array, bottom: Array) -> Array:
@@ -209,7 +220,7 @@ def fsp_matrix(top: Array, bottom: Array) -> Array:
   """
   h = min(top.shape[1], bottom.shape[1])
   w = min(top.shape[2], bottom.shape[2])
-  top, bottom = _max_pool_to(top, h, w), _max_pool_to(bottom, h, w)
+  top, bottom = (_pool_to(x, h, w, jnp.max, why="fsp: consecutive taps") for x in (top, bottom))
   return jnp.einsum("bhwi,bhwj->bij", top, bottom) / (h * w)
 
 
@@ -223,8 +234,8 @@ def fsp() -> DistillFn:
     `fn(...) -> (loss, {"pair_l": contribution of pair l})`.
   """
 
-  def fn(student_taps, teacher_taps, student_logits, teacher_logits):
-    del student_logits, teacher_logits
+  def fn(student_taps, teacher_taps, student_logits, teacher_logits, *, labels=None, epoch=None):
+    del student_logits, teacher_logits, labels, epoch
     _check_taps("fsp", student_taps, teacher_taps, same_channels=True)
     s = [_as_float(x) for x in student_taps]
     t = [jax.lax.stop_gradient(_as_float(x)) for x in teacher_taps]
@@ -242,6 +253,12 @@ def fsp() -> DistillFn:
 # soft_target
 
 
+def _check_logits(method: str, student_logits: Array, teacher_logits: Array) -> None:
+  if student_logits.shape != teacher_logits.shape:
+    raise ValueError(f"{method}: student logits {student_logits.shape} and teacher logits {teacher_logits.shape} "
+                     "differ; both networks must predict the same classes.")
+
+
 def soft_target(*, temperature: float = 4.0) -> DistillFn:
   """Hinton et al. 2015: `T^2 * mean_b KL(softmax(z_T / T) || softmax(z_S / T))`, teacher under stop_gradient.
 
@@ -250,15 +267,107 @@ def soft_target(*, temperature: float = 4.0) -> DistillFn:
   if not temperature > 0:
     raise ValueError(f"soft_target: temperature must be positive, got {temperature!r}.")
 
-  def fn(student_taps, teacher_taps, student_logits, teacher_logits):
-    del student_taps, teacher_taps
-    if student_logits.shape != teacher_logits.shape:
-      raise ValueError(f"soft_target: student logits {student_logits.shape} and teacher logits "
-                       f"{teacher_logits.shape} differ; both networks must predict the same classes.")
+  def fn(student_taps, teacher_taps, student_logits, teacher_logits, *, labels=None, epoch=None):
+    del student_taps, teacher_taps, labels, epoch
+    _check_logits("soft_target", student_logits, teacher_logits)
     log_p_s = jax.nn.log_softmax(_as_float(student_logits) / temperature, axis=-1)
     log_p_t = jax.nn.log_softmax(jax.lax.stop_gradient(_as_float(teacher_logits)) / temperature, axis=-1)
     loss = temperature**2 * jnp.mean(optax.losses.kl_divergence_with_log_targets(log_p_s, log_p_t))
     return loss, {"kl": loss}
+
+  return fn
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# attention_transfer
+
+
+def attention_map(x: Array) -> Array:
+  """`[B, H, W, D]` -> `[B, H * W]`: the channel mean of the squared activations at each position, divided by its
+  L2 norm over positions (at least 1e-12, as torch's `F.normalize`)."""
+  q = jnp.mean(jnp.square(x), axis=-1).reshape(x.shape[0], -1)
+  return q / jnp.maximum(jnp.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
+
+
+def attention_transfer(*, at_beta: float = 1000.0) -> DistillFn:
+  """Attention transfer (Zagoruyko & Komodakis, ICLR 2017) as mdistiller's `AT` and RepDistiller's `Attention`.
+
+  `loss = at_beta * sum_l mean_{b, p} (a_S[b, p] - a_T[b, p])^2`, `a = attention_map(F_l)` per tap l (p: positions);
+  `at_beta = 1000` is the published weight (the authors' code, mdistiller, RepDistiller), power p = 2. Channel
+  counts may differ between student and teacher. Where a pair's spatial sizes differ by an integer factor, the
+  larger map is average-pooled to the smaller first (the references' `adaptive_avg_pool2d`; the paper pairs equal
+  sizes). Returns `fn(...) -> (loss, {"tap_l": contribution of tap l})`.
+  """
+  if not at_beta > 0:
+    raise ValueError(f"attention_transfer: at_beta must be positive, got {at_beta!r}.")
+
+  def fn(student_taps, teacher_taps, student_logits, teacher_logits, *, labels=None, epoch=None):
+    del student_logits, teacher_logits, labels, epoch
+    _check_taps("attention_transfer", student_taps, teacher_taps, same_channels=False, consecutive=False)
+    aux = {}
+    for l, (s, t) in enumerate(zip(student_taps, teacher_taps)):
+      h, w = min(s.shape[1], t.shape[1]), min(s.shape[2], t.shape[2])
+      why = f"attention_transfer: tap {l} (student {s.shape}, teacher {t.shape})"
+      a_s = attention_map(_pool_to(_as_float(s), h, w, jnp.mean, why=why))
+      a_t = attention_map(_pool_to(jax.lax.stop_gradient(_as_float(t)), h, w, jnp.mean, why=why))
+      aux[f"tap_{l}"] = at_beta * jnp.mean(jnp.square(a_s - a_t))
+    return sum(aux.values()), aux
+
+  return fn
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# dkd
+
+
+def dkd(*, dkd_alpha: float = 1.0, dkd_beta: float = 8.0, temperature: float = 4.0,
+        dkd_warmup: int = 20) -> DistillFn:
+  """Decoupled knowledge distillation (Zhao, Cui, Song, Qiu, Liang, CVPR 2022) as mdistiller's `DKD`.
+
+  With `p = softmax(z / T)` over the classes, `b = (p_y, 1 - p_y)` the target-class binary split for the label y
+  and `q = softmax(z / T)` over the C - 1 other classes, per image
+    TCKD = T^2 KL(b_T || b_S),   NCKD = T^2 KL(q_T || q_S),
+  and `loss = min((epoch + 1) / dkd_warmup, 1) * sum_b (dkd_alpha TCKD + dkd_beta NCKD) / B`. mdistiller's epochs
+  count from 1, ours from 0: the factor is theirs at the same epoch. `dkd_warmup = 0`: no warm-up. Defaults are
+  mdistiller's (the paper's CIFAR-100 setting): alpha 1, beta 8, T 4, warm-up 20 epochs. An unlabelled image
+  (label -1; the reference has none) counts in B with zero loss.
+
+  Returns `fn(..., labels=[B], epoch=...) -> (loss, {"tckd", "nckd": their weighted parts, "warmup": the factor})`.
+  """
+  for name, value in (("dkd_alpha", dkd_alpha), ("dkd_beta", dkd_beta)):
+    if not value >= 0:
+      raise ValueError(f"dkd: {name} must be >= 0, got {value!r}.")
+  if not temperature > 0:
+    raise ValueError(f"dkd: temperature must be positive, got {temperature!r}.")
+  if isinstance(dkd_warmup, bool) or not isinstance(dkd_warmup, numbers.Integral) or dkd_warmup < 0:
+    raise ValueError(f"dkd: dkd_warmup must be an integer >= 0 (epochs), got {dkd_warmup!r}.")
+
+  def fn(student_taps, teacher_taps, student_logits, teacher_logits, *, labels=None, epoch=None):
+    del student_taps, teacher_taps
+    _check_logits("dkd", student_logits, teacher_logits)
+    if labels is None or (dkd_warmup and epoch is None):
+      raise ValueError("dkd: needs the labels (labels=[B] integers)" + (" and the epoch (epoch=, from 0) for its "
+                       "warm-up" if dkd_warmup else "") + ".")
+    z_s = _as_float(student_logits) / temperature
+    z_t = jax.lax.stop_gradient(_as_float(teacher_logits)) / temperature
+    labelled = labels >= 0
+    target = jax.nn.one_hot(jnp.maximum(labels, 0), z_s.shape[-1], dtype=bool)  # unlabelled: any class, masked
+
+    def splits(z):
+      """log b = (log p_y, log (1 - p_y)) `[B, 2]` and log q `[B, C]` (meaningless at y, where q is 0)."""
+      log_all = jax.nn.logsumexp(z, axis=-1, keepdims=True)
+      log_others = jax.nn.logsumexp(z, axis=-1, keepdims=True, where=~target)
+      log_b = jnp.concatenate([jnp.sum(jnp.where(target, z, 0.0), -1, keepdims=True), log_others], -1) - log_all
+      return log_b, z - log_others
+
+    (log_b_s, log_q_s), (log_b_t, log_q_t) = splits(z_s), splits(z_t)
+    tckd = jnp.sum(jnp.exp(log_b_t) * (log_b_t - log_b_s), axis=-1)
+    nckd = jnp.sum(jnp.where(target, 0.0, jnp.exp(log_q_t) * (log_q_t - log_q_s)), axis=-1)
+    warm = jnp.minimum((jnp.asarray(epoch) + 1).astype(z_s.dtype) / dkd_warmup, 1.0) if dkd_warmup else 1.0
+    scale = warm * temperature**2 / labels.shape[0]
+    aux = {"tckd": scale * dkd_alpha * jnp.sum(jnp.where(labelled, tckd, 0.0)),
+           "nckd": scale * dkd_beta * jnp.sum(jnp.where(labelled, nckd, 0.0))}
+    return aux["tckd"] + aux["nckd"], {**aux, "warmup": jnp.asarray(warm, jnp.float32)}
 
   return fn
 
@@ -280,6 +389,8 @@ _REGISTRY: dict[str, Method] = {
     "kd_svd": Method(kd_svd, ("k", "beta", "svd_grad", "loss_scale", "svd_solver")),
     "fsp": Method(fsp),
     "soft_target": Method(soft_target, ("temperature",)),
+    "attention_transfer": Method(attention_transfer, ("at_beta",)),
+    "dkd": Method(dkd, ("dkd_alpha", "dkd_beta", "temperature", "dkd_warmup")),
 }
 NAMES = tuple(_REGISTRY)
 
@@ -306,10 +417,10 @@ def all_option_names() -> tuple[str, ...]:
 def _sum_of(fns: dict[str, DistillFn]) -> DistillFn:
   """The sum of several methods' losses (one distillation gradient); aux keys are prefixed `<method>/`."""
 
-  def fn(student_taps, teacher_taps, student_logits, teacher_logits):
+  def fn(student_taps, teacher_taps, student_logits, teacher_logits, *, labels=None, epoch=None):
     total, aux = jnp.zeros((), jnp.float32), {}
     for name, part in fns.items():
-      loss, part_aux = part(student_taps, teacher_taps, student_logits, teacher_logits)
+      loss, part_aux = part(student_taps, teacher_taps, student_logits, teacher_logits, labels=labels, epoch=epoch)
       total = total + loss
       aux.update({f"{name}/{k}": v for k, v in part_aux.items()})
     return total, aux
@@ -318,7 +429,8 @@ def _sum_of(fns: dict[str, DistillFn]) -> DistillFn:
 
 
 def get(name: str, **options: Any) -> DistillFn:
-  """Returns the distillation function `fn(student_taps, teacher_taps, student_logits, teacher_logits)`.
+  """Returns the distillation function `fn(student_taps, teacher_taps, student_logits, teacher_logits, *,
+  labels=None, epoch=None)`.
 
   Args:
     name: one of `NAMES`, or several joined by "+": their losses are summed, each with its own options.

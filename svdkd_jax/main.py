@@ -8,7 +8,9 @@ slices need nothing. Every process runs the same command with the same --workdir
 
 The trainer locks the workdir while it trains (`svdkd_jax.workdir_lock`): a second run on it is refused with one
 line naming the process that holds it. User errors (a bad config, a missing teacher, damaged data or checkpoints, a
-workdir in use) exit with status 2 and one `error: ...` line; SVDKD_TRACEBACK=1 shows the trace instead.
+full disk, a workdir in use) exit with status 2 and one `error: ...` line; SVDKD_TRACEBACK=1 shows the trace instead.
+SIGTERM/SIGINT save a checkpoint and exit with 128 + signal, on every process of a multi-process run after the same
+step; the processes that outlive a lost one exit with status 1 and one `error: ...` line.
 """
 
 import json

@@ -9,6 +9,7 @@ while building this package; svd.py's custom VJP is not affected).
 """
 
 import os
+import re
 
 import jax
 from jax.experimental import multihost_utils
@@ -16,6 +17,12 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+# A process that sends the coordination service no heartbeat for this long is lost: the runtime then stops the
+# others (its default, 100 s, keeps them waiting in their collectives for that long).
+HEARTBEAT_TIMEOUT_S = 30
+# How the runtime's errors begin (an absl status code), e.g. "UNKNOWN: Gloo all-reduce failed: ... Connection reset
+# by peer" when a collective's peer process is gone.
+_RUNTIME_FAILURE = re.compile(r"(UNKNOWN|INTERNAL|UNAVAILABLE|ABORTED|DEADLINE_EXCEEDED|CANCELLED): ")
 
 
 def maybe_initialize_distributed() -> bool:
@@ -24,6 +31,9 @@ def maybe_initialize_distributed() -> bool:
   Single-host runs (the default) skip it: initialising without a cluster would wait for a coordinator. Cloud TPU
   pods and SLURM set their own variables; elsewhere set `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES` and
   `JAX_PROCESS_ID`. Returns True if it initialised.
+
+  Initialising also starts JAX's preemption sync manager, which takes SIGTERM over (`train._StopRequest`), and sets
+  the heartbeat timeout after which a lost process stops the others (`HEARTBEAT_TIMEOUT_S`).
   """
   env = os.environ
   explicit = "JAX_COORDINATOR_ADDRESS" in env and int(env.get("JAX_NUM_PROCESSES", "1")) > 1
@@ -31,17 +41,20 @@ def maybe_initialize_distributed() -> bool:
     jax.distributed.initialize(
         coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
         num_processes=int(env["JAX_NUM_PROCESSES"]),
-        process_id=int(env["JAX_PROCESS_ID"]))
+        process_id=int(env["JAX_PROCESS_ID"]),
+        heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
     connect_cpu_collectives()
     return True
   if "TPU_WORKER_HOSTNAMES" in env and "," in env["TPU_WORKER_HOSTNAMES"]:
-    jax.distributed.initialize()  # Cloud TPU pod slice: jax finds everything itself.
+    # Cloud TPU pod slice: jax finds everything itself.
+    jax.distributed.initialize(heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
     return True
   return False
 
 
 def connect_cpu_collectives() -> None:
-  """Sets up the cross-process CPU transport now, while the processes are in step (multi-process CPU runs only).
+  """Sets up the cross-process CPU transport now, while the processes are in step, and without JAX's persistent
+  compilation cache (multi-process CPU runs only).
 
   XLA connects its CPU collectives (gloo) at the first cross-process collective and gives up if the other processes
   have not arrived within 30 seconds ("Gloo context initialization failed: DEADLINE_EXCEEDED"). A run's first
@@ -49,9 +62,27 @@ def connect_cpu_collectives() -> None:
   whose duration differs between processes by more than that on a loaded machine. Backend start-up (`jax.devices()`)
   is a rendezvous without that limit, so a collective right after it finds every process there; later collectives
   reuse the connection and wait as long as a slow process needs.
+
+  The persistent compilation cache (`JAX_COMPILATION_CACHE_DIR`) is turned off: only process 0 finds its entries
+  (each process has its own keys, and only process 0 writes), and a step loaded from the cache on process 0 and
+  compiled on the others waits forever in its first gloo all-reduce.
   """
   if jax.process_count() > 1 and jax.default_backend() == "cpu":
+    jax.config.update("jax_enable_compilation_cache", False)
     multihost_utils.sync_global_devices("svdkd_jax: connect CPU collectives")
+
+
+def lost_peer(error: BaseException) -> str | None:
+  """Which process a multi-process run lost, if `error` is the runtime's failure of a computation across processes
+  (a collective whose peer is gone): "process 1 of 2", or "a process of N" when more than one could be it; else None.
+
+  With two processes the lost one is the other. With more, a collective's error does not say which peer failed, and
+  asking the coordination service would have it stop this process first (see `HEARTBEAT_TIMEOUT_S`).
+  """
+  n = jax.process_count()
+  if n == 1 or not _RUNTIME_FAILURE.match(str(error)):
+    return None
+  return f"process {1 - jax.process_index()} of 2" if n == 2 else f"a process of {n}"
 
 
 def create_mesh(devices: list | None = None) -> Mesh:

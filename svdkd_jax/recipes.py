@@ -18,6 +18,9 @@ The variants (every file, the quickstart included, gives each name the same mean
   kd_svd_exact_mean_soft_target
                     kd_svd_exact_mean plus soft targets: both losses summed, one distillation gradient
   fsp, soft_target  the baselines, 1-stage (main task + clipped distillation gradient, the released loop)
+  attention_transfer, dkd
+                    the later baselines (attention transfer, decoupled KD) with their published options, 1-stage
+                    in the same loop
   fsp_2stage, kd_svd_2stage
                     2-stage (docs/method.md 6, 9): the distillation loss alone for `distill.init_epochs`, then the
                     main task alone with the unchanged recipe. The paper's table numbers are 2-stage; the authors
@@ -42,7 +45,7 @@ from svdkd_jax import models
 
 VARIANTS = ("teacher", "student", "kd_svd", "kd_svd_exact", "kd_svd_sskd_code", "fsp", "soft_target",
             "fsp_2stage", "kd_svd_2stage", "kd_svd_exact_mean", "kd_svd_exact_mean_untrained_teacher",
-            "kd_svd_exact_mean_deranged", "kd_svd_exact_mean_soft_target")
+            "kd_svd_exact_mean_deranged", "kd_svd_exact_mean_soft_target", "attention_transfer", "dkd")
 # What the table runner (experiments/run_table.py) trains by default for a paper-scale config file.
 TABLE_VARIANTS = ("student", "soft_target", "fsp", "kd_svd_sskd_code", "kd_svd", "kd_svd_exact", "fsp_2stage",
                   "kd_svd_2stage")
@@ -66,6 +69,8 @@ _METHODS = {  # variant -> (distill.method, distill.svd_grad or None, distill.me
     "kd_svd_exact_mean_untrained_teacher": ("kd_svd", "exact", "1stage"),  # + teacher.weights = "random"
     "kd_svd_exact_mean_deranged": ("kd_svd", "exact", "1stage"),  # + distill.teacher_images = "deranged"
     "kd_svd_exact_mean_soft_target": ("kd_svd+soft_target", "exact", "1stage"),
+    "attention_transfer": ("attention_transfer", None, "1stage"),
+    "dkd": ("dkd", None, "1stage"),
 }
 
 
@@ -172,12 +177,13 @@ def smoke(config: ml_collections.ConfigDict) -> None:
   config.train.checkpoint_every_steps = 2
 
 
-def apply_variant(config: ml_collections.ConfigDict, arg: ml_collections.ConfigDict, *, pair: str,
+def apply_variant(config: ml_collections.ConfigDict, arg: ml_collections.ConfigDict, *, pair: str | tuple[str, str],
                   init_epochs: int) -> ml_collections.ConfigDict:
   """Sets model/teacher/distill for `arg.variant` (see the module docstring) with the networks of
-  `models.PAIRS[pair]`, and the `smoke` modifier if `arg.smoke`; returns `config`. `arg`: `parse_variant`'s."""
+  `models.PAIRS[pair]` (or `pair` = (teacher, student) names), and the `smoke` modifier if `arg.smoke`; returns
+  `config`. `arg`: `parse_variant`'s."""
   variant = arg.variant
-  teacher, student = models.PAIRS[pair]
+  teacher, student = models.PAIRS[pair] if isinstance(pair, str) else pair
   method, svd_grad, mechanism = _METHODS[variant]
   config.model.name = teacher if variant == "teacher" else student
   config.teacher.name = teacher

@@ -9,7 +9,7 @@
 One train step, jitted with the batch sharded over the "data" mesh axis and the state replicated:
   images = preprocess(uint8 batch, key(seed, step))                   augmentation inside the step
   teacher: eval-mode forward (frozen: no gradient, no BatchNorm update) -> taps_T, logits_T
-  student: train-mode forward -> taps_S, logits_S; main = CE + coupled L2; dist = distill_fn(...)
+  student: train-mode forward -> taps_S, logits_S; main = CE + coupled L2; dist = distill_fn(..., labels, epoch)
   g_main, g_dist from ONE forward (optim.main_and_dist_grads); g = optim.combine_gradients(g_main, g_dist, epoch)
   optax update; metrics incl. ||g_main||, ||g_dist||, ||g|| (is the clipped distillation gradient doing anything?)
 The epoch and learning rate are computed from the traced step counter: one compilation per stage, none per epoch.
@@ -82,14 +82,15 @@ def _gradients(loss_fn: Callable, params: PyTree, args: tuple, *, stage: str, ep
 
 def make_loss_fn(config: ml_collections.ConfigDict, student: networks.Network,
                  distill_fn: distill.DistillFn | None) -> Callable[..., tuple[tuple[jax.Array, jax.Array], dict]]:
-  """The student's train-mode losses `loss_fn(params, rest, dropout_key, images, labels, t_logits, t_taps)`.
+  """The student's train-mode losses `loss_fn(params, rest, dropout_key, images, labels, epoch, t_logits, t_taps)`.
 
   Returns `((main, dist), aux)`: main = cross-entropy (+ coupled L2), dist = `distill_fn` of the student's and the
-  teacher's taps and logits (0 when `t_logits` is None); aux holds the logits, the updated `rest` and the parts.
+  teacher's taps and logits, the labels and the epoch (0 when `t_logits` is None); aux holds the logits, the
+  updated `rest` and the parts.
   """
   wd = 0.0 if config.optim.decoupled_weight_decay else config.optim.weight_decay
 
-  def loss_fn(params, rest, dropout_key, images, labels, t_logits, t_taps):
+  def loss_fn(params, rest, dropout_key, images, labels, epoch, t_logits, t_taps):
     # Dropout call i draws its mask from fold_in(fold_in(dropout_key, 0), i): a function of (seed, step) alone,
     # so a resumed run draws the masks of an uninterrupted one.
     rngs = nnx.Rngs(dropout=jax.random.fold_in(dropout_key, 0))
@@ -100,7 +101,7 @@ def make_loss_fn(config: ml_collections.ConfigDict, student: networks.Network,
     if t_logits is None:
       dist, dist_aux = jnp.zeros((), jnp.float32), {}
     else:
-      dist, dist_aux = distill_fn(taps, t_taps, logits, t_logits)
+      dist, dist_aux = distill_fn(taps, t_taps, logits, t_logits, labels=labels, epoch=epoch)
     return (main, dist), {"logits": logits, "rest": new_rest, "ce": ce, "dist_aux": dist_aux}
 
   return loss_fn
@@ -147,10 +148,11 @@ def make_train_step(config: ml_collections.ConfigDict, student: networks.Network
       if config.distill.teacher_images == "deranged":  # control: each image meets the teacher on another one
         other = derangement(jax.random.fold_in(jax.random.fold_in(seed_key, step), 1), labels.shape[0])
         t_logits, t_taps = jax.tree.map(lambda t: jnp.take(t, other, axis=0), (t_logits, t_taps))
-    args = (state["rest"], dropout_key, images, labels, t_logits, t_taps)
+    epoch = (step - offset) // steps_per_epoch
+    args = (state["rest"], dropout_key, images, labels, epoch, t_logits, t_taps)
     (main, dist), aux, grads, main_grads, dist_grads = _gradients(
-        loss_fn, state["params"], args, stage=stage, epoch=(step - offset) // steps_per_epoch,
-        with_teacher=teacher is not None, combine=config.combine)
+        loss_fn, state["params"], args, stage=stage, epoch=epoch, with_teacher=teacher is not None,
+        combine=config.combine)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     new_state = {"params": params, "rest": aux["rest"], "opt_state": opt_state, "step": step + 1}

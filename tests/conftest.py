@@ -1,6 +1,8 @@
 """Fixtures shared by the end-to-end tests: the tiny training problem and a reader of a run's checkpointed parameters.
 
-`pytest -m "not slow"` skips the long end-to-end tests (marked `slow`); `pytest tests` runs everything.
+`pytest -m "not slow"` skips the long end-to-end tests (marked `slow`); `pytest tests` runs everything. The tests
+marked `real_data` read the real archives in the data root; the end of the log names those that ran and those that
+did not.
 """
 
 import os
@@ -69,6 +71,21 @@ def network_shapes(name: str, width: float, num_classes: int, *, image_size: int
   module.eval()
   _, params, rest = nnx.split(module, nnx.Param, ...)
   return {"params": params, "rest": rest}
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+  """Names the `real_data` tests that ran (passed or failed) and those skipped, with the data root they looked in."""
+  from svdkd_jax.data import archives  # pylint: disable=g-import-not-at-top
+  outcomes = {}
+  for outcome in ("passed", "failed", "skipped"):
+    for report in terminalreporter.stats.get(outcome, []):
+      if "real_data" in getattr(report, "keywords", {}) and (report.when == "call" or outcome == "skipped"):
+        outcomes.setdefault(report.nodeid, outcome)
+  if outcomes:
+    ran = sum(outcome != "skipped" for outcome in outcomes.values())
+    terminalreporter.section(f"real data in {archives.data_root()}: {ran} of {len(outcomes)} tests ran")
+    for nodeid, outcome in sorted(outcomes.items()):
+      terminalreporter.write_line(f"{outcome.upper()} {nodeid}")
 
 
 @pytest.fixture(scope="session")

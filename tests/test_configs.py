@@ -37,8 +37,8 @@ from svdkd_jax import workdir
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 NOTEBOOK = ROOT / "experiments" / "colab_tpu.ipynb"
-VARIANTS = ("teacher", "student", "kd_svd", "kd_svd_exact", "kd_svd_sskd_code", "fsp", "soft_target", "fsp_2stage",
-            "kd_svd_2stage")
+VARIANTS = ("teacher", "student", "kd_svd", "kd_svd_exact", "kd_svd_sskd_code", "fsp", "soft_target",
+            "attention_transfer", "dkd", "fsp_2stage", "kd_svd_2stage")
 # file -> its pair in models.PAIRS for the variants without a pair token.
 PAIRS = {
     "cifar100_vgg": "vgg",
@@ -107,7 +107,8 @@ def test_variant_loads_with_default_keys_and_known_models(name, arg):
   variant = [t for t in arg.split(",") if t in VARIANTS][0]
   assert config.teacher.name == teacher
   assert config.model.name == (teacher if variant == "teacher" else student)
-  method = {"teacher": "none", "student": "none", "fsp": "fsp", "fsp_2stage": "fsp", "soft_target": "soft_target"}
+  method = {"teacher": "none", "student": "none", "fsp": "fsp", "fsp_2stage": "fsp", "soft_target": "soft_target",
+            "attention_transfer": "attention_transfer", "dkd": "dkd"}
   assert config.distill.method == method.get(variant, "kd_svd")
   if variant.startswith("kd_svd") and variant != "kd_svd_2stage":
     assert config.distill.svd_grad == SVD_GRADS[variant]
@@ -197,6 +198,7 @@ ARCHIVE_CONFIGS = {"cpu_cifar10": "kd_svd", "cpu_tiny_imagenet": "kd_svd", "regi
                    "tiny_imagenet_vgg": "teacher"}
 
 
+@pytest.mark.real_data
 def test_archive_configs_name_archives_found_in_the_data_root():
   from svdkd_jax.data import sources  # pylint: disable=g-import-not-at-top
 
@@ -427,7 +429,8 @@ def test_a_config_distill_key_no_method_declares_is_refused(monkeypatch):
   with config.unlocked():
     config.distill.gamma = 1.0
   with pytest.raises(ValueError, match=r"^config.distill.gamma is an option of no distillation method \(their "
-                                       r"options: beta, k, loss_scale, svd_grad, svd_solver, temperature\).$"):
+                                       r"options: at_beta, beta, dkd_alpha, dkd_beta, dkd_warmup, k, loss_scale, "
+                                       r"svd_grad, svd_solver, temperature\).$"):
     run_config.validate_run(config)
   monkeypatch.undo()
   from svdkd_jax import distill  # pylint: disable=g-import-not-at-top

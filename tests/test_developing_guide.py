@@ -139,7 +139,7 @@ def test_guide_names_files_and_tests_that_exist():
 
 
 @pytest.fixture
-def attention(monkeypatch):
+def nst(monkeypatch):
   """The guide's method in distill, its registry entry and its option in the schema, as the guide's edits add them;
   monkeypatch undoes all three. Returns the namespace the method was defined in."""
   monkeypatch.setattr(distill, "_REGISTRY", dict(distill._REGISTRY))
@@ -155,58 +155,63 @@ def attention(monkeypatch):
     return config
 
   monkeypatch.setattr(config_lib, "default", default)
-  assert '`"distill.at_power"` added to `POSITIVE`' in GUIDE.read_text()
-  monkeypatch.setattr(config_lib, "POSITIVE", config_lib.POSITIVE + ("distill.at_power",))
+  assert '`"distill.nst_degree"` added to `INTEGERS` and\n`POSITIVE`' in GUIDE.read_text()
+  monkeypatch.setattr(config_lib, "INTEGERS", config_lib.INTEGERS + ("distill.nst_degree",))
+  monkeypatch.setattr(config_lib, "POSITIVE", config_lib.POSITIVE + ("distill.nst_degree",))
   return namespace
 
 
-def test_guide_method_matches_numpy_and_spares_the_teacher(attention):
+def test_guide_method_matches_numpy_and_spares_the_teacher(nst):
   rng = np.random.default_rng(0)
   student = [rng.normal(size=(3, 4, 4, 5)), rng.normal(size=(3, 2, 2, 6))]
   teacher = [rng.normal(size=(3, 4, 4, 7)), rng.normal(size=(3, 2, 2, 2))]  # channels may differ
 
-  def reference(s, t, p):
-    maps = [np.mean(np.abs(x) ** p, axis=-1).reshape(len(x), -1) for x in (s, t)]
-    a_s, a_t = (m / np.linalg.norm(m, axis=-1, keepdims=True) for m in maps)
-    return np.mean(np.sum((a_s - a_t) ** 2, axis=-1))
+  def reference(s, t, d):
+    """Per image: the squared MMD of the two sets of normalised channel maps, by loops over channel pairs."""
+    total = 0.0
+    for b in range(len(s)):
+      f_s, f_t = ([x[b, :, :, c].ravel() / np.linalg.norm(x[b, :, :, c]) for c in range(x.shape[-1])] for x in (s, t))
+      k = lambda xs, ys: np.mean([(x @ y) ** d for x in xs for y in ys])  # noqa: E731
+      total += k(f_s, f_s) + k(f_t, f_t) - 2 * k(f_s, f_t)
+    return total / len(s)
 
-  fn = distill.get("attention", at_power=3.0)
+  fn = distill.get("nst", nst_degree=3)
   loss, aux = fn([jnp.asarray(x, jnp.float32) for x in student], [jnp.asarray(x, jnp.float32) for x in teacher],
                  None, None)
-  expected = [reference(s, t, 3.0) for s, t in zip(student, teacher)]
+  expected = [reference(s, t, 3) for s, t in zip(student, teacher)]
   np.testing.assert_allclose([float(aux["tap_0"]), float(aux["tap_1"])], expected, rtol=1e-5)
   np.testing.assert_allclose(float(loss), sum(expected), rtol=1e-5)
   grad_s, grad_t = jax.grad(lambda s, t: fn(s, t, None, None)[0], argnums=(0, 1))(
       [jnp.asarray(x, jnp.float32) for x in student], [jnp.asarray(x, jnp.float32) for x in teacher])
   assert all(np.all(np.asarray(g) == 0) for g in grad_t) and max(float(jnp.abs(g).max()) for g in grad_s) > 0
-  assert distill.option_names("kd_svd+attention")[-1] == "at_power"
-  with pytest.raises(ValueError, match="at_power must be positive"):
-    distill.get("attention", at_power=0.0)
+  assert distill.option_names("kd_svd+nst")[-1] == "nst_degree"
+  with pytest.raises(ValueError, match="nst_degree must be a positive integer"):
+    distill.get("nst", nst_degree=0)
 
 
-def test_guide_method_option_is_checked_before_the_workdir_is_touched(attention, tiny_config, tmp_path):
-  bad = tiny_config("student", distill__method="attention", teacher__weights="random", distill__at_power=0.0)
-  with pytest.raises(ValueError, match=r"^config.distill.at_power=0.0 must be > 0.$"):
+def test_guide_method_option_is_checked_before_the_workdir_is_touched(nst, tiny_config, tmp_path):
+  bad = tiny_config("student", distill__method="nst", teacher__weights="random", distill__nst_degree=0)
+  with pytest.raises(ValueError, match=r"^config.distill.nst_degree=0 must be > 0.$"):
     train.train_and_evaluate(bad, str(tmp_path / "bad"))
-  bad = tiny_config("student", distill__at_power=3.0)  # the option of a method the run does not use
-  with pytest.raises(ValueError, match=r"^config.distill.at_power=3.0 is not read by distill.method='none'"):
+  bad = tiny_config("student", distill__nst_degree=3)  # the option of a method the run does not use
+  with pytest.raises(ValueError, match=r"^config.distill.nst_degree=3 is not read by distill.method='none'"):
     train.train_and_evaluate(bad, str(tmp_path / "bad"))
   assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow
-def test_guide_method_trains_two_steps(attention, tiny_config, tmp_path):
+def test_guide_method_trains_two_steps(nst, tiny_config, tmp_path):
   """The guide's method, registered as it shows, trains two steps through train_and_evaluate: the student learns
   from its loss, and its aux is logged."""
-  config = tiny_config("student", distill__method="attention", teacher__weights="random", distill__at_power=3.0,
+  config = tiny_config("student", distill__method="nst", teacher__weights="random", distill__nst_degree=3,
                        train__max_steps=2, data__augment="none")  # (the augmentation's compile would double the time)
   summary = train.train_and_evaluate(config, str(tmp_path / "run"))
-  assert summary["step"] == 2 and not summary["complete"] and summary["distill"] == "attention"
+  assert summary["step"] == 2 and not summary["complete"] and summary["distill"] == "nst"
   rows = [r for r in metrics_lib.read_jsonl(tmp_path / "run" / metrics_lib.METRICS_FILE) if "loss" in r]
   last = rows[-1]
   assert last["dist_loss"] > 0 and last["grad_norm_dist"] > 0 and last["grad_norm_main"] > 0
   assert {f"dist/tap_{l}" for l in range(4)} <= set(last)
-  assert workdir.read_config(str(tmp_path / "run"))["distill"]["at_power"] == 3.0
+  assert workdir.read_config(str(tmp_path / "run"))["distill"]["nst_degree"] == 3
 
 
 # --- add a network, a data source, a config ---

@@ -1,6 +1,9 @@
-"""Tests for svdkd_jax.distill against independent float64 NumPy references (docs/method.md sections 3, 4, 9)."""
+"""Tests for svdkd_jax.distill against independent references: float64 NumPy written from docs/method.md (sections
+3, 4, 9), and the published PyTorch code of attention transfer and DKD (tests/fixtures/reference_losses.npz, made by
+tests/fixtures/make_reference_fixtures.py from mdistiller's and RepDistiller's own files; no torch needed here)."""
 
 import functools
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +14,7 @@ import pytest
 from svdkd_jax import distill
 from svdkd_jax import svd
 
+REFERENCES = pathlib.Path(__file__).resolve().parent / "fixtures" / "reference_losses.npz"
 # Tiny taps covering HW > D, HW < D (the SVD's null-space case) and min(HW, D) = k + 1 for k = 2.
 SHAPES = [(2, 3, 3, 4), (2, 2, 2, 6), (2, 2, 2, 3)]
 
@@ -25,7 +29,7 @@ def _loss_fn(name, **options):
 def _grad_fn(name, argnums=0, **options):
   """Jitted gradient of the loss with respect to (student_taps, teacher_taps, student_logits, teacher_logits)."""
   fn = distill.get(name, **options)
-  return jax.jit(jax.grad(lambda *a: fn(*a)[0], argnums=argnums))
+  return jax.jit(jax.grad(lambda *a, **k: fn(*a, **k)[0], argnums=argnums))
 
 
 def _taps(seed, shapes=SHAPES):
@@ -184,13 +188,13 @@ def test_kd_svd_teacher_sign_flip_leaves_loss_unchanged(monkeypatch):
     assert len(teacher_calls) == 3  # the patch did reach the teacher at every tap
 
 
-@pytest.mark.parametrize("name", ["kd_svd", "fsp", "soft_target"])
+@pytest.mark.parametrize("name", ["kd_svd", "fsp", "soft_target", "attention_transfer", "dkd"])
 def test_teacher_receives_no_gradient(name):
   shapes = [(2, 4, 4, 3), (2, 2, 2, 5), (2, 2, 2, 4)]  # valid for every method (FSP pools 4x4 -> 2x2)
   s = [jnp.asarray(x, jnp.float32) for x in _taps(8, shapes)]
   t = [jnp.asarray(x, jnp.float32) for x in _taps(9, shapes)]
   zs, zt = jax.random.normal(jax.random.key(0), (2, 5)), jax.random.normal(jax.random.key(1), (2, 5))
-  g_s, g_t, g_zs, g_zt = _grad_fn(name, argnums=(0, 1, 2, 3))(s, t, zs, zt)
+  g_s, g_t, g_zs, g_zt = _grad_fn(name, argnums=(0, 1, 2, 3))(s, t, zs, zt, labels=jnp.array([1, 3]), epoch=30)
   for g in g_t + [g_zt]:
     assert np.all(np.asarray(g) == 0.0)
   # ... while the student does receive one.
@@ -260,14 +264,91 @@ def test_soft_target_matches_numpy_and_vanishes_on_equal_logits():
     distill.get("soft_target", temperature=0.0)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# attention_transfer and dkd against their published code (the fixture's float64 torch results)
+
+
+def _references():
+  return dict(np.load(REFERENCES))
+
+
+@pytest.mark.parametrize("dtype,rtol", [(jnp.float32, 1e-5), (jnp.float64, 1e-10)])
+def test_attention_transfer_matches_mdistiller_and_repdistiller(dtype, rtol):
+  ref = _references()
+  with jax.enable_x64(dtype == jnp.float64):
+    s = [jnp.asarray(ref[f"at_student_{l}"], dtype) for l in range(3)]
+    t = [jnp.asarray(ref[f"at_teacher_{l}"], dtype) for l in range(3)]  # pooled at tap 0, equal 1, student's 2
+    (loss, aux), grads = jax.jit(jax.value_and_grad(lambda s, t: distill.get("attention_transfer")(s, t, None, None),
+                                                    has_aux=True))(s, t)
+    assert loss.dtype == dtype
+    for source in ("mdistiller", "repdistiller"):
+      np.testing.assert_allclose(float(loss), float(ref[f"at_{source}_loss"]), rtol=rtol, err_msg=source)
+      for l, g in enumerate(grads):
+        want = ref[f"at_{source}_grad_{l}"]
+        np.testing.assert_allclose(np.asarray(g), want, rtol=rtol, atol=0.1 * rtol * np.abs(want).max(),
+                                   err_msg=f"{source} tap {l}")
+    np.testing.assert_allclose([float(aux[f"tap_{l}"]) for l in range(3)], ref["at_repdistiller_per_tap"], rtol=rtol)
+  assert float(loss) > 1.0  # at_beta = 1000 reached the loss
+
+
+@pytest.mark.parametrize("case", [0, 1, 2])
+@pytest.mark.parametrize("dtype,rtol", [(jnp.float32, 1e-5), (jnp.float64, 1e-10)])
+def test_dkd_matches_mdistiller(case, dtype, rtol):
+  """Warm-up under way (mdistiller epoch 5 of 20), done (25), and other options; their epochs count from 1."""
+  ref = _references()
+  alpha, beta, temperature, warmup, epoch = ref["dkd_cases"][case]
+  fn = distill.get("dkd", dkd_alpha=alpha, dkd_beta=beta, temperature=temperature, dkd_warmup=int(warmup))
+  with jax.enable_x64(dtype == jnp.float64):
+    z_s, z_t = (jnp.asarray(ref[f"dkd_{who}_logits"], dtype) for who in ("student", "teacher"))
+    (loss, aux), grad = jax.value_and_grad(
+        lambda z: fn(None, None, z, z_t, labels=jnp.asarray(ref["dkd_labels"]), epoch=int(epoch) - 1),
+        has_aux=True)(z_s)
+    want = ref[f"dkd_grad_{case}"]
+    np.testing.assert_allclose(float(loss), float(ref[f"dkd_loss_{case}"]), rtol=rtol)
+    np.testing.assert_allclose(np.asarray(grad), want, rtol=rtol, atol=0.1 * rtol * np.abs(want).max())
+    np.testing.assert_allclose(float(aux["tckd"] + aux["nckd"]), float(loss), rtol=rtol)
+    np.testing.assert_allclose(float(aux["warmup"]), min(epoch / warmup, 1.0), rtol=1e-6)
+
+
+def test_dkd_unlabelled_images_count_with_zero_loss():
+  ref = _references()
+  z_s, z_t, labels = (jnp.asarray(ref[k]) for k in ("dkd_student_logits", "dkd_teacher_logits", "dkd_labels"))
+  fn = distill.get("dkd", dkd_warmup=0)
+  masked = labels.at[::2].set(-1)
+  loss, _ = fn(None, None, z_s, z_t, labels=masked)
+  labelled, _ = fn(None, None, z_s[1::2], z_t[1::2], labels=labels[1::2])
+  np.testing.assert_allclose(float(loss), float(labelled) / 2, rtol=1e-6)  # the same sum over a batch twice as large
+  grad = jax.grad(lambda z: fn(None, None, z, z_t, labels=masked)[0])(z_s)
+  assert np.all(np.asarray(grad[::2]) == 0) and float(jnp.abs(grad[1::2]).max()) > 0
+
+
+def test_baselines_errors():
+  z = jnp.zeros((2, 3))
+  with pytest.raises(ValueError, match=r"^dkd: needs the labels .* and the epoch"):
+    distill.get("dkd")(None, None, z, z)
+  distill.get("dkd", dkd_warmup=0)(None, None, z, z, labels=jnp.array([0, 1]))  # no warm-up: no epoch needed
+  with pytest.raises(ValueError, match="dkd_warmup must be an integer"):
+    distill.get("dkd", dkd_warmup=2.5)
+  with pytest.raises(ValueError, match="dkd_beta must be >= 0"):
+    distill.get("dkd", dkd_beta=-1.0)
+  with pytest.raises(ValueError, match="at_beta must be positive"):
+    distill.get("attention_transfer", at_beta=0.0)
+  fn = distill.get("attention_transfer")
+  with pytest.raises(ValueError, match=r"^attention_transfer: tap 0 \(student \(2, 6, 6, 3\), teacher \(2, 4, 4, 3\)\): "
+                                       r"cannot pool a \(2, 6, 6, 3\) map to 4x4"):
+    fn([jnp.zeros((2, 6, 6, 3))], [jnp.zeros((2, 4, 4, 3))], None, None)
+  with pytest.raises(ValueError, match="needs at least 1 taps, got 0; a network that returns logits only"):
+    fn([], [], None, None)
+
+
 def test_none_is_zero():
   loss, aux = distill.get("none")(None, None, jnp.ones((2, 3)), jnp.ones((2, 3)))
   assert float(loss) == 0.0 and aux == {}
 
 
 def test_registry_errors_list_valid_choices():
-  assert set(distill.NAMES) == {"none", "kd_svd", "fsp", "soft_target"}
-  with pytest.raises(ValueError, match="valid methods: none, kd_svd, fsp, soft_target"):
+  assert set(distill.NAMES) == {"none", "kd_svd", "fsp", "soft_target", "attention_transfer", "dkd"}
+  with pytest.raises(ValueError, match="valid methods: none, kd_svd, fsp, soft_target, attention_transfer, dkd"):
     distill.get("fitnet")
   with pytest.raises(ValueError, match="unknown option.*temperature.*valid options for 'kd_svd': k, beta"):
     distill.get("kd_svd", temperature=4.0)
@@ -326,7 +407,8 @@ def test_registry_declares_what_each_method_takes():
   for name in distill.NAMES:
     method = distill._REGISTRY[name]
     assert distill.option_names(name) == tuple(inspect.signature(method.build).parameters), name
-  assert distill.all_option_names() == ("k", "beta", "svd_grad", "loss_scale", "svd_solver", "temperature")
+  assert distill.all_option_names() == ("k", "beta", "svd_grad", "loss_scale", "svd_solver", "temperature", "at_beta",
+                                        "dkd_alpha", "dkd_beta", "dkd_warmup")
 
 
 def test_svd_grad_names_are_the_svd_modes_they_name(monkeypatch):

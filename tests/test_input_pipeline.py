@@ -391,6 +391,7 @@ def shared(name: str) -> Path:
     pytest.skip(f"REAL DATA MISSING, these real-data checks did not run: {e}")
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize("name,split,n,classes,size", [("cifar10_jpeg", "test", 10_000, 10, 32),
                                                       ("tiny_imagenet_100", "val", 5_000, 100, 64)])
 def test_shared_archive_eval_split(tmp_path, caplog, name, split, n, classes, size):
@@ -405,6 +406,7 @@ def test_shared_archive_eval_split(tmp_path, caplog, name, split, n, classes, si
   np.testing.assert_allclose(src.images.mean(axis=(0, 1, 2)) / 255, meta[split]["mean"], atol=1e-3)
 
 
+@pytest.mark.real_data
 def test_shared_archive_train_counts_and_resize(tmp_path):
   path = shared("tiny_imagenet_100")
   with np.load(path / "train.npz") as z:

@@ -104,7 +104,7 @@ def test_unknown_override_is_a_clean_error(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines() == [
       "error: Unknown config key 'train.epochz'. Did you mean 'train.epochs'? Valid keys of train: batch_size, "
-      "ce_reduction, checkpoint_every_steps, epochs, eval_batch_size, keep_checkpoints, log_every_steps, max_steps."]
+      "ce_reduction, checkpoint_every_steps, compute_dtype, epochs, eval_batch_size, keep_checkpoints, log_every_steps, max_steps."]
   assert "Traceback" not in proc.stderr
 
 
@@ -131,7 +131,7 @@ def test_missing_config_file_and_unknown_variant_are_one_line(tmp_path):
   assert proc.returncode == 2
   assert len(proc.stderr.splitlines()) == 1 and re.fullmatch(
       r"error: Bad config argument 'bogus': unknown token 'bogus'\. Valid tokens \(comma-separated\): one variant of "
-      r"teacher, student, kd_svd, .*, kd_svd_exact_mean_soft_target; smoke\.", proc.stderr.splitlines()[0]), proc.stderr
+      r"teacher, student, kd_svd, .*, attention_transfer, dkd; smoke\.", proc.stderr.splitlines()[0]), proc.stderr
   assert not (tmp_path / "x").exists()
   proc = subprocess.run([sys.executable, "-m", "svdkd_jax.main", "--config=configs/default.py:kd_svd", "--workdir",
                          str(tmp_path / "x")], env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -332,6 +332,49 @@ def test_sigkill_and_sigterm_then_resume_matches_uninterrupted(tmp_path, full_ru
   done = _main(run)
   assert done.returncode == 0, done.stderr[-3000:]
   assert json.loads((run / "summary.json").read_text())["complete"]
+  a, b = final_params(str(full_run)), final_params(str(run))
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), a, b)
+
+
+# The disk fills up at the save of step 6: from then on, every file orbax writes into a checkpoint's temporary folder
+# through etils.epath (the JSON items: meta, data) fails with ENOSPC, as on a full disk.
+FULL_DISK = r"""
+import errno, os, re, sys
+from etils.epath import backend
+real_open = backend._OsPathBackend.open
+
+def open_on_full_disk(self, path, mode):
+  step = re.search(r"/(\d+)\.orbax-checkpoint-tmp/", os.fspath(path))
+  if "w" in mode and step and int(step.group(1)) >= 6:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path))
+  return real_open(self, path, mode)
+
+backend._OsPathBackend.open = open_on_full_disk
+from svdkd_jax import main
+sys.argv[0] = "svdkd_jax.main"
+main.run()
+"""
+
+
+@pytest.mark.slow
+def test_full_disk_during_a_save_is_one_line_then_resume_matches_uninterrupted(tmp_path, full_run, final_params):
+  """A save that fails with ENOSPC stops the run with one line naming the file and the space a checkpoint needs (no
+  tracebacks from orbax's writer threads); a rerun ignores the half-written checkpoint and resumes exactly."""
+  run, ckpts = tmp_path / "run", tmp_path / "run" / "checkpoints"
+  argv = _argv(run, [])
+  proc = subprocess.run([argv[0], "-c", FULL_DISK, *argv[3:]], env=_env(), cwd=ROOT, capture_output=True, text=True,
+                        timeout=900)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  errors = _errors(proc)  # (and no traceback)
+  assert len(errors) == 1 and re.fullmatch(
+      re.escape(f"error: No space left on device for a checkpoint in {ckpts} (") + r"\d+\.\d MB free\): writing "
+      + re.escape(f"{ckpts}/6.orbax-checkpoint-tmp/") + r"\S+ failed\. A checkpoint of this run needs about 0\.\d MB; "
+      r"free that much there, then rerun the same command to resume from step 4\.", errors[0]), errors
+  assert "6.orbax-checkpoint-tmp" in _steps(run) and "6" not in _steps(run)
+  done = _main(run)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert not any(name.endswith("orbax-checkpoint-tmp") for name in _steps(run))
+  assert _train_steps(run) == list(range(1, 19))  # every step logged once
   a, b = final_params(str(full_run)), final_params(str(run))
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), a, b)
 

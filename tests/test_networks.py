@@ -159,7 +159,7 @@ def test_bfloat16_step_is_close_to_the_float32_step(mesh, tiny_config, pair):
     assert t_logits.dtype == dtype and all(t.dtype == dtype for t in t_taps)
     loss_fn = steps.make_loss_fn(config, student, distill.from_config(config.distill))
     losses, aux, g_main, g_dist = jax.jit(optim.main_and_dist_grads, static_argnums=0)(
-        loss_fn, student.variables["params"], student.variables["rest"], jax.random.key(0), x, labels, t_logits,
+        loss_fn, student.variables["params"], student.variables["rest"], jax.random.key(0), x, labels, 0, t_logits,
         t_taps)
     floats = [a for a in jax.tree.leaves((losses, g_main, g_dist, aux["rest"])) if jnp.issubdtype(a.dtype, jnp.floating)]
     assert {a.dtype for a in floats} == {np.dtype("float32")}

@@ -59,3 +59,23 @@ def test_table_plan_seeds_per_row_and_last_teacher_checkpoint(tmp_path, capsys):
   cmd = run_table.main_command(runs[2], teacher_checkpoint="last")
   assert f"--config.teacher.checkpoint={os.path.join(teacher_dir, 'checkpoints', '3120')}" in cmd
   assert not any(c.startswith("--config.teacher.checkpoint") for c in run_table.main_command(runs[2]))
+
+
+def test_students_can_read_a_probe_s_teacher(tmp_path, capsys):
+  """--teacher_workdir: the students read a finished run elsewhere, which the runner never trains."""
+  run_table = config_files.load_module(ROOT / "experiments" / "run_table.py")
+  probe_teacher = tmp_path / "probe" / "teacher" / "seed0"
+  runs = run_table.plan(f"{CONFIG}:per_class=2500", str(tmp_path / "runs"), seeds=[0], variants=["student"],
+                        table="scale", teacher_workdir=str(probe_teacher))
+  assert [(r.variant, r.teacher_workdir) for r in runs] == [("student", str(probe_teacher))]
+  assert runs[0].workdir == str(tmp_path / "runs" / "scale" / "student" / "seed0")
+  # Not finished yet: the student waits for it, and nothing is trained.
+  trained = []
+  failed = run_table.run_table(runs, runner=lambda run, overrides: trained.append(run) or 0)
+  assert failed == runs and not trained and "no-teach" in capsys.readouterr().out
+  probe_teacher.mkdir(parents=True)
+  (probe_teacher / "checkpoints").mkdir()
+  (probe_teacher / "summary.json").write_text(json.dumps({"complete": True, "step": 7800}))
+  cmd = run_table.main_command(runs[0], teacher_checkpoint="last")
+  assert f"--config.teacher.workdir={probe_teacher}" in cmd
+  assert f"--config.teacher.checkpoint={probe_teacher / 'checkpoints' / '7800'}" in cmd

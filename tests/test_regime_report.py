@@ -58,6 +58,24 @@ def test_verdict_rule(regime):
   assert none["verdict"] == "pending (0 of 5 seeds)" and none["mean"] is None and none["se"] is None
 
 
+def test_verdict_notes(regime):
+  """A note says what the rule does not: a mean within 1 SE of zero, or more than 2 SE below it."""
+  student = [50.0, 51.0, 52.0, 50.5, 49.5]
+  # -0.1 mean, SE 0.37 (differences -0.6, +0.4, -0.6, +0.4, -0.1): refuted, but within one SE.
+  tie = regime.compare("regime_cifar10", rows(student=student, soft_target=[49.4, 51.4, 51.4, 50.9, 49.4]),
+                       "soft_target", "student")
+  assert tie["verdict"] == "refuted in this regime" and tie["note"] == "mean within 1 SE of 0"
+  assert regime.verdict_text(tie) == "refuted in this regime; mean within 1 SE of 0"
+  below = regime.compare("regime_cifar10", rows(student=student, soft_target=[48.0, 49.5, 50.0, 49.0, 47.5]),
+                         "soft_target", "student")
+  assert below["mean"] < -2 * below["se"] and below["note"] == "below by more than 2 SE"
+  clear = regime.compare("regime_cifar10", rows(student=student, soft_target=[52.0, 52.5, 54.0, 52.0, 51.5]),
+                         "soft_target", "student")
+  assert clear["verdict"] == "confirmed" and clear["note"] == "" and regime.verdict_text(clear) == "confirmed"
+  assert regime.compare("regime_cifar10", rows(student=student[:2], soft_target=[49.0, 50.0]), "soft_target",
+                        "student")["note"] == ""  # pending: no note
+
+
 def test_comparisons_follow_the_plan(regime):
   head = {(t, a, b) for t, a, b in regime.COMPARISONS if b != "student"}
   assert head == {
@@ -66,6 +84,10 @@ def test_comparisons_follow_the_plan(regime):
       ("regime_cifar10", "kd_svd_exact_mean", "soft_target"),
       ("regime_cifar10", "kd_svd_exact_mean", "fsp"),
       ("regime_cifar10", "kd_svd_exact_mean_soft_target", "soft_target"),
+      ("regime_cifar10", "attention_transfer", "kd_svd_exact_mean"),  # experiments/baselines_plan.md
+      ("regime_cifar10", "attention_transfer", "soft_target"),
+      ("regime_cifar10", "dkd", "kd_svd_exact_mean"),
+      ("regime_cifar10", "dkd", "soft_target"),
       ("regime_cifar10_labels250", "kd_svd_exact_mean", "soft_target"),
       ("regime_cifar10_labels250", "kd_svd_exact_mean", "fsp"),
       ("regime_cifar10_labels250", "kd_svd_exact_mean_soft_target", "soft_target"),
@@ -74,7 +96,7 @@ def test_comparisons_follow_the_plan(regime):
   }
   versus_student = {(t, a) for t, a, b in regime.COMPARISONS if b == "student"}
   assert versus_student == {(t, v) for t, r in regime.ROWS.items() for v in r if v not in ("teacher", "student")}
-  assert len(regime.COMPARISONS) == len(set(regime.COMPARISONS)) == 10 + 9 + 7 + 5 + 2
+  assert len(regime.COMPARISONS) == len(set(regime.COMPARISONS)) == 14 + 11 + 7 + 5 + 2
   assert {v for t, a, b in regime.COMPARISONS for v in (a, b)} <= set(regime.METHODS)  # every row has a label
   assert "teacher" not in regime.ROWS["regime_cifar10_stride"]  # it reads the all-labels table's teacher
 
@@ -119,7 +141,8 @@ def outputs(regime, tmp_path_factory):
   write_table(root, "regime_cifar10", 0, {
       "teacher": [0.6], "student": [0.50, 0.51, 0.49], "kd_svd_exact_mean": [0.52, 0.535, 0.51],
       "soft_target": [0.53, 0.54, 0.515], "fsp": [0.505, 0.50, 0.50], "kd_svd_exact_mean_deranged": [0.51, 0.52],
-      "kd_svd_exact_mean_untrained_teacher": [None]})
+      "kd_svd_exact_mean_untrained_teacher": [None], "attention_transfer": [0.515, 0.52, 0.50],
+      "dkd": [0.535, 0.545, 0.515]})
   write_table(root, "regime_cifar10_labels250", 250, {
       "teacher": [0.55], "student": [0.50, 0.51, 0.49], "kd_svd_exact": [0.52, 0.53, 0.515],
       "kd_svd_exact_mean": [0.52]})
@@ -147,7 +170,7 @@ def test_json(outputs):
   assert js["regime_cifar10_labels50"]["rows"] == {}  # nothing complete yet
   for t in js.values():
     for c in t["comparisons"]:
-      assert set(c) == {"a", "b", "seeds", "diffs", "mean", "se", "planned_seeds", "verdict"}
+      assert set(c) == {"a", "b", "seeds", "diffs", "mean", "se", "planned_seeds", "verdict", "note"}
   verdicts = {(t, c["a"], c["b"]): c["verdict"] for t in js for c in js[t]["comparisons"]}
   assert verdicts == {
       ("regime_cifar10", "soft_target", "student"): "confirmed (interim: 3 of 5 seeds)",  # +3.0, +3.0, +2.5
@@ -159,6 +182,8 @@ def test_json(outputs):
       ("regime_cifar10", "kd_svd_exact_mean_untrained_teacher", "student"): "pending (0 of 5 seeds)",
       ("regime_cifar10", "kd_svd_exact_mean_deranged", "student"): "pending (2 of 5 seeds)",
       ("regime_cifar10", "kd_svd_exact_mean_soft_target", "student"): "pending (0 of 5 seeds)",
+      ("regime_cifar10", "attention_transfer", "student"): "confirmed (interim: 3 of 5 seeds)",  # +1.5, +1.0, +1.0
+      ("regime_cifar10", "dkd", "student"): "confirmed (interim: 3 of 5 seeds)",  # +3.5, +3.5, +2.5
       ("regime_cifar10", "kd_svd_exact_mean", "kd_svd_exact_mean_untrained_teacher"): "pending (0 of 5 seeds)",
       ("regime_cifar10", "kd_svd_exact_mean", "kd_svd_exact_mean_deranged"): "pending (2 of 5 seeds)",
       # -1.0, -0.5, -0.5
@@ -166,6 +191,12 @@ def test_json(outputs):
       # +1.5, +3.5, +1.0: mean 2.0 > 2 SE 1.53
       ("regime_cifar10", "kd_svd_exact_mean", "fsp"): "confirmed (interim: 3 of 5 seeds)",
       ("regime_cifar10", "kd_svd_exact_mean_soft_target", "soft_target"): "pending (0 of 5 seeds)",
+      # -0.5, -1.5, -1.0
+      ("regime_cifar10", "attention_transfer", "kd_svd_exact_mean"): "refuted in this regime (interim: 3 of 5 seeds)",
+      ("regime_cifar10", "attention_transfer", "soft_target"): "refuted in this regime (interim: 3 of 5 seeds)",
+      # +1.5, +1.0, +0.5: mean 1.0 > 2 SE 0.58
+      ("regime_cifar10", "dkd", "kd_svd_exact_mean"): "confirmed (interim: 3 of 5 seeds)",
+      ("regime_cifar10", "dkd", "soft_target"): "inconclusive (interim: 3 of 5 seeds)",  # +0.5, +0.5, 0.0
       ("regime_cifar10_labels250", "soft_target", "student"): "pending (0 of 5 seeds)",
       ("regime_cifar10_labels250", "fsp", "student"): "pending (0 of 5 seeds)",
       ("regime_cifar10_labels250", "kd_svd_sskd_code", "student"): "pending (0 of 3 seeds)",
@@ -191,8 +222,9 @@ def test_json(outputs):
   assert fsp["seeds"] == [0, 1, 2] and fsp["diffs"] == [1.5, 3.5, 1.0] and fsp["mean"] == 2.0
   assert fsp["se"] == pytest.approx(math.sqrt(3.5 / 2 / 3), abs=1e-3) and fsp["planned_seeds"] == 5
   # Rows vs S-DNN come first, in the plan's row order, then the head-to-head comparisons.
-  assert [c["b"] for c in js["regime_cifar10"]["comparisons"]] == ["student"] * 9 + [
-      "kd_svd_exact_mean_untrained_teacher", "kd_svd_exact_mean_deranged", "soft_target", "fsp", "soft_target"]
+  assert [c["b"] for c in js["regime_cifar10"]["comparisons"]] == ["student"] * 11 + [
+      "kd_svd_exact_mean_untrained_teacher", "kd_svd_exact_mean_deranged", "soft_target", "fsp", "soft_target",
+      "kd_svd_exact_mean", "soft_target", "kd_svd_exact_mean", "soft_target"]
 
 
 def test_readme_and_markdown(regime, outputs):
@@ -205,13 +237,18 @@ def test_readme_and_markdown(regime, outputs):
   assert ("| KD-SVD exact+mean, deranged images | 2/5 | 51.50 +- 0.71 | +1.00 +- 0.00 | pending (2 of 5 seeds) |"
           in block)
   assert "| KD-SVD exact+mean + soft target | 0/5 | - | - | pending (0 of 5 seeds) |" in block
-  assert "**all labels** (`regime_cifar10`; 15 of 47 runs complete)" in block
+  assert "**all labels** (`regime_cifar10`; 21 of 57 runs complete)" in block
+  assert "| Attention transfer | 3/5 | 51.17 +- 1.04 | +1.17 +- 0.17 | confirmed (interim: 3 of 5 seeds) |" in block
+  assert "| DKD (decoupled KD) | 3/5 | 53.17 +- 1.53 | +3.17 +- 0.33 | confirmed (interim: 3 of 5 seeds) |" in block
+  assert ("| all labels | Attention transfer vs KD-SVD exact+mean | 3/5 | -1.00 +- 0.29 | -0.50, -1.50, -1.00 | "
+          "refuted in this regime (interim: 3 of 5 seeds); below by more than 2 SE |") in block
+  assert "experiments/baselines_plan.md" in block
   # The stride table: named by its student, its rows too, with the teacher it shares.
   assert "**stride student, all labels** (`regime_cifar10_stride`; 7 of 30 runs complete)" in block
   assert "| T-DNN (teacher of `regime_cifar10`, shared) | 1 | 60.00 |" in block
   assert "| S-DNN (stride student alone) | 3/5 | 41.00 +- 1.00 |" in block
   assert ("| all labels | KD-SVD exact+mean vs Soft target | 3/5 | -0.67 +- 0.17 | -1.00, -0.50, -0.50 | "
-          "refuted in this regime (interim: 3 of 5 seeds) |") in block
+          "refuted in this regime (interim: 3 of 5 seeds); below by more than 2 SE |") in block
   md = (outputs["out"] / "regime_table.md").read_text()
   assert "best epoch (%) (selected on test; not used)" in md
   assert "- KD-SVD exact+mean, untrained teacher: seeds [0, 1, 2, 3, 4] (in progress or stopped: [0])" in md

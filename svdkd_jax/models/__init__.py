@@ -23,10 +23,13 @@ from svdkd_jax.models.flops import count_flops, count_params, tap_shapes
 @dataclasses.dataclass(frozen=True)
 class Entry:
   """A registered network: `build(num_classes, *, rngs, width, **options)` returns it; `options` names the family
-  options `create` passes on; `takes_rngs`: its call takes `rngs=` (the dropout stream of train mode)."""
+  options `create` passes on; `takes_rngs`: its call takes `rngs=` (the dropout stream of train mode);
+  `logits_only`: its call returns logits alone (a network written without this package), so a run names its taps
+  (`config.model.taps`, `svdkd_jax.taps`) instead of taking `(logits, taps)` from it."""
   build: Callable[..., nnx.Module]
   options: tuple[str, ...] = ()
   takes_rngs: bool = False
+  logits_only: bool = False
 
 
 _PAPER_VGG = ("input_size", "dropout")
@@ -53,6 +56,8 @@ _REGISTRY: dict[str, Entry] = {
     "wrn_40_2": Entry(wrn.wrn_40_2),
     "wrn_16_2": Entry(wrn.wrn_16_2),
 }
+
+_PACKAGE_NETWORKS = frozenset(_REGISTRY)
 
 # pair name -> (teacher, student); every pair has equal tap shapes at any width. The paper's pairs are named by
 # family, the others by their teacher (as the CRD benchmark's tables name them, and configs/crd_benchmark.py's
@@ -132,6 +137,14 @@ def create(name: str, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0, d
   return model
 
 
+def register(name: str, entry: Entry) -> None:
+  """Adds network `name` to the registry for this process, e.g. from the config file that imports the user's own
+  network (each load of the file registers it again, replacing the entry). The package's own names are refused."""
+  if name in _PACKAGE_NETWORKS:
+    raise ValueError(f"{name!r} is one of the package's networks; register yours under another name.")
+  _REGISTRY[name] = entry
+
+
 def options(name: str) -> tuple[str, ...]:
   """The family options (keyword arguments of `create` beyond `width`) that network `name` accepts."""
   _check_name(name)
@@ -144,5 +157,11 @@ def takes_rngs(name: str) -> bool:
   return _REGISTRY[name].takes_rngs
 
 
-__all__ = ["PAIRS", "count_flops", "count_params", "create", "names", "options", "paper_figures", "takes_rngs",
-           "tap_shapes"]
+def logits_only(name: str) -> bool:
+  """Whether network `name`'s call returns logits alone (its taps are named by a run, `svdkd_jax.taps`)."""
+  _check_name(name)
+  return _REGISTRY[name].logits_only
+
+
+__all__ = ["PAIRS", "Entry", "count_flops", "count_params", "create", "logits_only", "names", "options",
+           "paper_figures", "register", "takes_rngs", "tap_shapes"]
