@@ -22,6 +22,15 @@ from svdkd_jax import steps
 from svdkd_jax import workdir as workdir_lib
 
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def shown(workdir: pathlib.Path) -> str:
+  """The run folder as records name it: relative to the repository when inside it, so records hold no machine path."""
+  path = workdir.resolve()
+  return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(workdir)
+
+
 def last_checkpoint_accuracy(workdir: pathlib.Path, config: ml_collections.ConfigDict,
                              ds: input_pipeline.Datasets) -> dict:
   """Eval-mode accuracy (in %) and loss of the run's last checkpoint (not its best) on `ds.eval`."""
@@ -41,7 +50,7 @@ def evaluate_on(workdir: pathlib.Path, split: str) -> dict:
   config.data.eval_split = split
   ds = input_pipeline.create_datasets(config.data, global_batch_size=config.train.batch_size,
                                       eval_batch_size=config.train.eval_batch_size, seed=config.seed)
-  return {"workdir": str(workdir), "model": config.model.name, "epochs": config.train.epochs, "split": split,
+  return {"workdir": shown(workdir), "model": config.model.name, "epochs": config.train.epochs, "split": split,
           **last_checkpoint_accuracy(workdir, config, ds)}
 
 

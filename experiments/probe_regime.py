@@ -55,7 +55,7 @@ def probe(workdir: pathlib.Path) -> dict:
   xs = np.arange(len(quarter), dtype=np.float64)
   slope = float(np.polyfit(xs, np.asarray(quarter), 1)[0])
   acc = train_accuracy(workdir, config)
-  return {"workdir": str(workdir), "model": config.model.name, "distill": config.distill.method,
+  return {"workdir": evaluate_run.shown(workdir), "model": config.model.name, "distill": config.distill.method,
           "labels_per_class": config.data.labels_per_class or None, "epochs": len(curve),
           "heldout_last": round(curve[-1], 2), "heldout_best": round(max(curve), 2),
           "last_quarter_range": round(max(quarter) - min(quarter), 2), "last_quarter_slope": round(slope, 3),
