@@ -163,16 +163,18 @@ def _line(run: Run, status: str, summary: dict | None, seconds: float | None = N
 
 def run_table(runs: Sequence[Run], *, overrides: Sequence[str] = (), dry_run: bool = False,
               runner: Callable[[Run, Sequence[str]], int] = subprocess_runner,
-              echo: Callable[[str], None] = functools.partial(print, flush=True)) -> list[Run]:
+              echo: Callable[[str], None] = functools.partial(print, flush=True),
+              teacher_checkpoint: str = "best") -> list[Run]:
   """Trains `runs` in order (teacher first), skipping complete ones and ones another process is training (`busy`,
-  not counted as failed); returns the runs that failed."""
+  not counted as failed); returns the runs that failed. `dry_run` prints the commands (`teacher_checkpoint` as in
+  `main_command`) instead."""
   failed = []
   for run in runs:
     if is_complete(run.workdir, needs_checkpoint=not run.teacher_workdir):
       echo(_line(run, "skipped", read_summary(run.workdir)))
       continue
     if dry_run:
-      echo(" ".join(main_command(run, overrides)))
+      echo(" ".join(main_command(run, overrides, teacher_checkpoint=teacher_checkpoint)))
       continue
     if run.teacher_workdir and not is_complete(run.teacher_workdir, needs_checkpoint=True):
       echo(_line(run, "no-teach", None) + f"  (teacher {run.teacher_workdir} is not complete)")
@@ -255,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error(str(e))
   runner = lambda run, overrides: subprocess_runner(run, overrides, verbose=args.verbose,
                                                     teacher_checkpoint=args.teacher_checkpoint)
-  failed = run_table(runs, overrides=args.set, dry_run=args.dry_run, runner=runner)
+  failed = run_table(runs, overrides=args.set, dry_run=args.dry_run, runner=runner,
+                     teacher_checkpoint=args.teacher_checkpoint)
   if not args.dry_run:
     print("\n".join(table_summary(runs)), flush=True)
   return 1 if failed else 0

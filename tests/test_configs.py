@@ -649,3 +649,16 @@ def test_notebook_plot_cell_reads_metrics_jsonl(tmp_path):
   assert [list(line.get_ydata()) for line in lines] == [[25.0, 50.0], [25.0, 50.0]]
   assert list(lines[0].get_xdata()) == [1, 2]
   plt.close("all")
+
+
+def test_dry_run_prints_the_pinned_teacher_checkpoint(run_table, tmp_path):
+  teacher = tmp_path / "teacher"
+  teacher.mkdir()
+  (teacher / "summary.json").write_text(json.dumps({"complete": True, "step": 3120}))
+  runs = run_table.plan(f"{CONFIGS / 'regime_cifar10.py'}", str(tmp_path), variants=["kd_svd_exact_mean"], seeds=[0],
+                        teacher_workdir=str(teacher))
+  for checkpoint, want in (("last", f"--config.teacher.checkpoint={teacher}/checkpoints/3120"), ("best", None)):
+    lines = []
+    assert run_table.run_table(runs, dry_run=True, echo=lines.append, teacher_checkpoint=checkpoint) == []
+    assert len(lines) == 1 and f"--config.teacher.workdir={teacher}" in lines[0]
+    assert (want in lines[0].split()) if want else "--config.teacher.checkpoint" not in lines[0]
