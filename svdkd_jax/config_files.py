@@ -4,7 +4,7 @@
 package, as ml_collections' `--config` flag expects) and the experiments scripts that tests and other scripts
 import. `get_config("FILE.py:ARG")` is the config `--config FILE.py:ARG` gives. `parse_flags` is absl's flag parsing
 for the entry points, with what absl reports badly (a config file that does not load, an override of a key the
-schema lacks) as one `error:` line.
+schema lacks, a value that does not parse, a required flag left out) as one `error:` line.
 
 Config files themselves import `svdkd_jax.recipes`, never each other; the package reads nothing from the source tree.
 """
@@ -14,7 +14,7 @@ import inspect
 import pathlib
 import types
 
-from absl import app
+from absl import flags
 import ml_collections
 
 from svdkd_jax import config as config_lib
@@ -66,8 +66,12 @@ def check_command_line(argv: list[str]) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing (an `app.run` flags_parser) after `check_command_line`, whose errors exit with status 2
-  and one `error: ...` line (SVDKD_TRACEBACK=1 shows the trace instead)."""
+  """absl's flag parsing (an `app.run` flags_parser) after `check_command_line`. Errors of either (a value that does
+  not parse, a required flag left out) exit with status 2 and one `error: ...` line (SVDKD_TRACEBACK=1 shows the
+  trace instead)."""
   with user_errors.one_line():
     check_command_line(argv)
-  return app.parse_flags_with_usage(argv)
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:  # absl would print "FATAL Flags parsing error" and exit 1
+      raise ValueError(str(e)) from None

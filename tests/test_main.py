@@ -99,6 +99,20 @@ def full_run(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.parametrize("extra,error", [
+    (("--config.train.epochs=abc",), "error: flag --config.train.epochs=abc: invalid literal for int() with base 10: "
+                                     "'abc'"),
+    (("--config.model.taps=features.0,features.1",), "error: flag --config.model.taps=features.0,features.1: Error "
+                                                     "while parsing string: features.0,features.1 as tuple."),
+])
+def test_a_value_that_does_not_parse_is_one_line_before_anything_is_written(tmp_path, extra, error):
+  """absl's own report ("FATAL Flags parsing error", exit 1) becomes the entry points' one `error:` line, exit 2."""
+  proc = _main(tmp_path / "run", *extra, timeout=300)
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(error), proc.stderr
+  assert not (tmp_path / "run").exists()
+
+
 def test_unknown_override_is_a_clean_error(tmp_path):
   proc = _main(tmp_path, "--config.train.epochz=3", timeout=300)
   assert proc.returncode == 2
