@@ -154,7 +154,8 @@ def side_by_side(js: dict) -> list[str]:
     cells = []
     for r in rungs:
       c = next(c for c in r["comparisons"] if (c["a"], c["b"]) == (a, b))
-      cells.append(f"{_cell(c)} ({len(c['seeds'])}/{c['planned_seeds']})" if c["mean"] is not None else "-")
+      seeds = "" if " of " in c["verdict"] else f" ({len(c['seeds'])}/{c['planned_seeds']})"  # pending/interim say it
+      cells.append(f"{_cell(c)}{seeds}" if c["mean"] is not None else "-")
     out.append(f"| {_label(a)} vs {_label(b)} | " + " | ".join(cells) + " |")
   return out
 
@@ -214,8 +215,8 @@ def readme_block(js: dict) -> str:
 
 
 def plot(js: dict, path: str) -> bool:
-  """Gain over S-DNN against training-set size (log axis), and KD-SVD minus its untrained control; False without a
-  comparison to draw."""
+  """Gain over S-DNN against training-set size (log axis), and KD-SVD minus its untrained control: the seeds, and
+  the mean +- 2 SE from 3 paired seeds on; False without a comparison to draw."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -238,7 +239,7 @@ def plot(js: dict, path: str) -> bool:
         x = r["images"] * 10 ** offsets[pair]  # a small shift on the log axis keeps the rows apart
         ax.scatter([x * 10 ** (0.006 * (s - 2)) for s in c["seeds"]], c["diffs"], s=14, facecolors="none",
                    edgecolors=color, linewidths=0.8, alpha=0.8)
-        if c["mean"] is not None:
+        if c["mean"] is not None and not c["verdict"].startswith("pending"):  # below 3 seeds: the seeds alone
           ax.errorbar([x], [c["mean"]], yerr=[2 * c["se"]] if c["se"] is not None else None, fmt="D", ms=5,
                       color=color, capsize=4, elinewidth=2)
           xs.append(x)

@@ -94,7 +94,7 @@ def test_across_rungs(report_js):
 def test_outputs(scale, report_js, tmp_path):
   md = scale.markdown(report_js, "cmd")
   assert "| KD-SVD exact+mean vs KD-SVD exact+mean, untrained teacher | +0.00 +- 0.07, refuted in this regime; mean " \
-         "within 1 SE of 0 (5/5) | +1.20 +- 0.04, confirmed (interim: 4 of 5 seeds) (4/5) |" in md
+         "within 1 SE of 0 (5/5) | +1.20 +- 0.04, confirmed (interim: 4 of 5 seeds) |" in md
   assert "| epochs (student / teacher) | 40 / 80 | 20 / 40 |" in md
   readme = tmp_path / "README.md"
   readme.write_text(f"intro\n{scale.README_BEGIN}\nold\n{scale.README_END}\nend\n")
