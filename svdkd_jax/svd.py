@@ -20,7 +20,7 @@ Backward (`jax.custom_vjp`; derivations and the evidence for "sskd_code" in docs
               branch HW > D: `2 U S sym(K^T o (V^T dV)) V^T`. Equal to "exact" when k = r; truncated, it drops the
               coupling between kept and discarded vectors. The released code keeps min(5, r) triplets instead.
   "exact"     the true gradient of the returned (u, s, v), including the coupling with the discarded triplets
-              (from the kept pairs alone: one shifted Cholesky solve per kept vector on their complement) and,
+              (from the kept pairs alone: the resolvent on their complement, by conjugate gradients) and,
               when HW < D, the null-space term through `v = M^T u / s`.
   "sskd_code" what the authors' TF code effectively computes (its K is zeroed by its NaN guard): zero when
               HW >= D; when HW < D, the gradient of `v_i = normalize(M^T stop_gradient(u_i))`.
@@ -234,25 +234,58 @@ def _cat(*arrays: jax.Array) -> jax.Array:
 def _complement_resolvent(g, base, lam, rhs, eps):
   """`y_j = (lam_j I - G)^+ P rhs_j` on the complement of the kept eigenvectors (P its projector), per kept j.
 
-  This is the discarded eigenpairs' part of `W (F o W^T rhs)` without them: `lam_j I - G` is positive definite on
-  the complement (lam_j is above every discarded eigenvalue), so one Cholesky factorisation per kept vector solves
-  it, shifted by `delta = 4 r eps(dtype) lam_1` so that rounding cannot make it indefinite, then refined once
-  (error O((delta / gap)^2)). Kept pairs with `lam_j <= eps * lam_1` get 0, as the gap guard gives them.
+  This is the discarded eigenpairs' part of `W (F o W^T rhs)` without them. `lam_j I - G_perp` (G without the kept
+  pairs) is positive definite: on the complement lam_j is above every discarded eigenvalue. Conjugate gradients solve
+  every system of the batch at once from matmuls alone (`jax.scipy.sparse.linalg.cg`, vmapped), to a relative
+  residual of `CG_TOLERANCE` unit roundoffs: as accurate as a Cholesky solve, in a few steps where the discarded
+  spectrum is far below lam_j, as real taps'. The true residuals are then checked against `eig.tolerance`; a batch
+  with a system that fails (a gap too small for `CG_MAX_STEPS` steps) takes shifted Cholesky solves instead. Kept
+  pairs with `lam_j <= eps * lam_1` get 0, as the gap guard gives them.
   """
-  r, k = g.shape[-1], lam.shape[-1]
-  lam_1 = lam[..., :1]
+  keep = lam > eps * lam[..., :1]
   proj = lambda a: a - _einsum("...rk,...kj->...rj", base, _einsum("...rk,...rj->...kj", base, a))
-  g_perp = g - _einsum("...ik,...k,...jk->...ij", base, lam, base)  # G without the kept pairs
-  delta = 4 * r * float(jnp.finfo(g.dtype).eps) * lam_1
-  shifts = (lam + delta)[..., :, None, None] * jnp.eye(r, dtype=g.dtype)  # [..., k, r, r]
+  g_perp = g - _einsum("...ik,...k,...jk->...ij", base, lam, base)
+  b = jnp.where(keep[..., None, :], proj(rhs), 0)  # [..., r, k]; a system with b = 0 takes no CG step
+  y = _cg_solve(g_perp, lam, b)
+  residual = lam[..., None, :] * y - _einsum("...rs,...sk->...rk", g_perp, y) - b
+  bound = eig.tolerance(g.dtype) ** 2 * jnp.sum(b * b, axis=-2)
+  converged = jnp.all(jnp.sum(residual * residual, axis=-2) <= bound)
+  y = jax.lax.cond(converged, lambda: y, lambda: _cholesky_solve(g_perp, lam, b))
+  return jnp.where(keep[..., None, :], proj(y), 0)
+
+
+CG_TOLERANCE = 8  # unit roundoffs of relative residual: CG then matches a Cholesky solve's accuracy
+CG_MAX_STEPS = 32  # real taps' student pairs converge in 5-8 steps (docs/performance.md)
+
+
+def _cg_solve(g_perp, lam, b):
+  """`(lam_j I - G_perp)^-1 b_j` by conjugate gradients, each `[r]` system on its own (vmapped over the batch
+  dimensions and the k kept pairs): `g_perp [..., r, r]`, `lam [..., k]`, `b [..., r, k]` -> `[..., r, k]`."""
+  tol = CG_TOLERANCE * float(jnp.finfo(g_perp.dtype).eps)
+
+  def one(g_perp, lam_j, b_j):
+    matvec = lambda y: lam_j * y - jnp.dot(g_perp, y, precision=jax.lax.Precision.HIGHEST)
+    return jax.scipy.sparse.linalg.cg(matvec, b_j, tol=tol, maxiter=CG_MAX_STEPS)[0]
+
+  solve = jax.vmap(one, in_axes=(None, 0, 1), out_axes=1)  # over the kept pairs
+  for _ in range(b.ndim - 2):
+    solve = jax.vmap(solve)
+  return solve(g_perp, lam, b)
+
+
+def _cholesky_solve(g_perp, lam, b):
+  """`(lam_j I - G_perp)^-1 b_j` by one Cholesky factorisation per kept j (one LAPACK call per matrix on a CPU),
+  shifted by `delta = 4 r eps(dtype) lam_1` so that rounding cannot make it indefinite, then refined once (error
+  O((delta / gap)^2)). Shapes as `_cg_solve`."""
+  r = g_perp.shape[-1]
+  delta = 4 * r * float(jnp.finfo(g_perp.dtype).eps) * lam[..., :1]
+  shifts = (lam + delta)[..., :, None, None] * jnp.eye(r, dtype=g_perp.dtype)  # [..., k, r, r]
   # LAPACK reads one triangle: the matrix is symmetric by construction, so it is not symmetrised first (a pass).
   factor = jax.lax.linalg.cholesky(shifts - g_perp[..., None, :, :], symmetrize_input=False)
-  solve = lambda b: jax.scipy.linalg.cho_solve((factor, True), b[..., None])[..., 0]
-  b = jnp.swapaxes(proj(rhs), -1, -2)  # [..., k, r]
-  y = solve(b)
+  solve = lambda c: jax.scipy.linalg.cho_solve((factor, True), c[..., None])[..., 0]
+  y = solve(jnp.swapaxes(b, -1, -2))  # [..., k, r]
   y = y + delta[..., None] * solve(y)
-  y = proj(jnp.swapaxes(y, -1, -2))  # [..., r, k]
-  return jnp.where((lam > eps * lam_1)[..., None, :], y, 0)
+  return jnp.swapaxes(y, -1, -2)
 
 
 def _grad_exact(x, g, spectrum, u, s, v, lam, du, ds, dv, inv_s, eps, known: bool):

@@ -299,3 +299,30 @@ def test_exact_gradient_of_a_flat_batch_comes_from_its_full_eigh(solver):
     reference = jax.grad(loss(lambda x: eigh_reference(x, 2)))(x)
     ours = jax.grad(loss(lambda x: svd.truncated_svd(x, 2, solver=solver)))(x)
     assert float(jnp.linalg.norm(ours - reference) / jnp.linalg.norm(reference)) <= 1e-10
+
+
+@pytest.mark.parametrize("max_steps", [svd.CG_MAX_STEPS, 1])
+def test_complement_resolvent_equals_the_sum_over_discarded_pairs(max_steps, monkeypatch):
+  """The resolvent of the exact backward, `sum_{i > k} w_i w_i^T b_j / (lam_j - lam_i)` from NumPy's float64 `eigh`:
+  by conjugate gradients (the default, whose true residual passes the check), and by the Cholesky fallback that a
+  batch CG leaves unconverged takes (one CG step)."""
+  monkeypatch.setattr(svd, "CG_MAX_STEPS", max_steps)
+  rng = np.random.default_rng(12)
+  r, k = 40, 2
+  q = np.linalg.qr(rng.standard_normal((8, r, r)))[0]
+  lam_all = np.arange(1, r + 1) ** -1.5 * rng.uniform(0.5, 2, (8, 1))  # taps' power-law decay
+  g = np.einsum("bri,bi,bsi->brs", q, lam_all, q)
+  rhs = rng.standard_normal((8, r, k))
+  f = 1 / (lam_all[:, None, :k] - lam_all[:, k:, None])  # [B, r - k, k]
+  reference = np.einsum("bri,bik->brk", q[..., k:], f * np.einsum("bri,brk->bik", q[..., k:], rhs))
+  with jax.enable_x64(True):
+    g, base, lam, rhs = map(jnp.asarray, (g, q[..., :k], lam_all[:, :k], rhs))
+    ours = svd._complement_resolvent(g, base, lam, rhs, 1e-14)
+    g_perp = g - jnp.einsum("bik,bk,bjk->bij", base, lam, base)
+    b = rhs - base @ (jnp.swapaxes(base, -1, -2) @ rhs)
+    y = svd._cg_solve(g_perp, lam, b)
+    residual = lam[:, None, :] * y - g_perp @ y - b
+    cg_converged = bool(jnp.all(jnp.linalg.norm(residual, axis=-2)
+                                <= eig.tolerance(jnp.float64) * jnp.linalg.norm(b, axis=-2)))
+  assert cg_converged == (max_steps > 1)
+  assert np.max(np.abs(np.asarray(ours) - reference)) <= 1e-10 * np.max(np.abs(reference))
