@@ -11,6 +11,9 @@ in float64 (NumPy). For p = 1 (the teacher's kept pair) and p = 2 (the student's
   converged          per step count (3 to 8), the fraction of matrices whose kept pairs pass eig's residual check
                      after one round of that many steps (float32, as in training); a batch with any failure takes
                      another round, so eig.ITERATIONS is the smallest count that every real tap passes
+  cg solved          (p = 2, the student's pairs) per step count, the fraction of the exact backward's resolvent
+                     systems (svd._cg_solve, a random right-hand side, float32) whose solution passes svd._solved;
+                     a batch with any failure takes the Cholesky fallback, so svd.CG_MAX_STEPS must cover every tap
 Percentiles are over images. `--random_init NAME:WIDTH` adds an untrained network (seed 0) on the same images.
 """
 
@@ -30,6 +33,7 @@ from svdkd_jax import input_pipeline
 from svdkd_jax import metrics as metrics_lib
 from svdkd_jax import networks
 from svdkd_jax import parallel
+from svdkd_jax import svd
 from svdkd_jax import workdir as workdir_lib
 
 PERCENTILES = (50, 90, 99, 100)
@@ -68,11 +72,23 @@ def spectrum_stats(tap: np.ndarray) -> dict:
     g32 = jnp.asarray(gram / np.max(np.abs(m), axis=(1, 2))[:, None, None] ** 2, jnp.float32)  # as svd.py scales
     converged = {str(steps): round(float(jnp.mean(eig.subspace_rounds(g32, p, 1, iterations=steps)[2])), 4)
                  for steps in (3, 4, 5, 6, 8)} if gram.shape[-1] > p + eig.EXTRA else None
+    solved = _cg_solved(g32, p) if p == 2 else None
     out[f"p{p}"] = {"gap_ratio": {str(q): round(float(np.percentile(gap, q)), 4) for q in PERCENTILES},
                     "convergence_ratio": {str(q): round(float(np.percentile(conv, q)), 4) for q in PERCENTILES},
                     "steps_for_1e-6": {str(q): int(np.percentile(steps, q)) for q in PERCENTILES},
-                    "converged_in_one_round_by_steps": converged}
+                    "converged_in_one_round_by_steps": converged, "cg_solved_by_steps": solved}
   return out
+
+
+def _cg_solved(g32: jax.Array, p: int) -> dict:
+  """Per CG step count, the fraction of the resolvent systems of the top p pairs (exact pairs, float32) solved."""
+  lam_all, w_all = jnp.linalg.eigh(g32)
+  lam, base = lam_all[:, ::-1][:, :p], w_all[:, :, ::-1][:, :, :p]
+  g_perp = g32 - jnp.einsum("bik,bk,bjk->bij", base, lam, base)
+  rhs = jax.random.normal(jax.random.key(0), base.shape)
+  b = rhs - base @ (jnp.swapaxes(base, -1, -2) @ rhs)
+  return {str(n): round(float(jnp.mean(svd._solved(g_perp, lam, b, svd._cg_solve(g_perp, lam, b, n)))), 4)
+          for n in (4, 6, 8, 12, 16, 32)}
 
 
 def _network(spec: str, ds: input_pipeline.Datasets, mesh) -> tuple[str, networks.Network]:
