@@ -77,9 +77,10 @@ def parse_args(argv=None):
   return p.parse_args(argv)
 
 
-def floor_loss(student_taps, teacher_taps, student_logits, teacher_logits):
-  """`1e-3 * sum_l (mean(S_l) - mean(T_l))^2` over the taps [B, h, w, d]: a few reductions, gradient at every tap."""
-  del student_logits, teacher_logits
+def floor_loss(student_taps, teacher_taps, student_logits, teacher_logits, *, labels=None, epoch=None):
+  """`1e-3 * sum_l (mean(S_l) - mean(T_l))^2` over the taps [B, h, w, d]: a few reductions, gradient at every tap
+  (the signature of `distill.DistillFn`)."""
+  del student_logits, teacher_logits, labels, epoch
   terms = [(s.astype("float32").mean() - t.astype("float32").mean()) ** 2 for s, t in zip(student_taps, teacher_taps)]
   return 1e-3 * sum(terms), {}
 
