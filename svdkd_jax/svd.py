@@ -28,11 +28,11 @@ In "paper" and "sskd_code" the cotangent of `u` is ignored (KD-SVD never uses `u
 `u_i v_i^T` in every mode.
 
 CPU threads: jaxlib's CPU `eigh`, QR and Cholesky call the LAPACK of SciPy's OpenBLAS, which by default starts its
-own threads for the blocked steps of `syevd` (Gram matrices of size > 25). Inside an XLA program that already keeps both cores busy,
-and worse on a shared machine, those threads spin against XLA's: 128 eighs of 32x32 took 8 ms single-threaded but
-14 ms to 2 s threaded, and the width-0.25 KD-SVD train step ran 3x slower. So the first trace of `truncated_svd`
-limits SciPy's OpenBLAS to one thread (`_sequential_lapack`; numpy's own BLAS, when it is a separate library, is
-left alone).
+own threads for the blocked steps of `syevd` (Gram matrices of size > 25). Inside an XLA program that already keeps
+both cores busy, and worse on a shared machine, those threads spin against XLA's: 128 eighs of 32x32 took 8 ms
+single-threaded but 14 ms to 2 s threaded, and the width-0.25 KD-SVD train step ran 3x slower. So the first trace of
+`truncated_svd` limits SciPy's OpenBLAS to one thread (`_sequential_lapack`; numpy's own BLAS, when it is a separate
+library, is left alone).
 
 Guards (never NaN/inf): with `eps = 32 * finfo(dtype).eps` (3.8e-6 in float32, 7.1e-15 in float64),
 `1/(s_i^2 - s_j^2)` is set to 0 where `|s_i^2 - s_j^2| <= eps * s_1^2`, `1/s_i` is set to 0 where
