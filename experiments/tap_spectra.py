@@ -84,9 +84,7 @@ def _cg_solved(g32: jax.Array, p: int) -> dict:
   """Per CG step count, the fraction of the resolvent systems of the top p pairs (exact pairs, float32) solved."""
   lam_all, w_all = jnp.linalg.eigh(g32)
   lam, base = lam_all[:, ::-1][:, :p], w_all[:, :, ::-1][:, :, :p]
-  g_perp = g32 - jnp.einsum("bik,bk,bjk->bij", base, lam, base)
-  rhs = jax.random.normal(jax.random.key(0), base.shape)
-  b = rhs - base @ (jnp.swapaxes(base, -1, -2) @ rhs)
+  g_perp, b = svd._complement_system(g32, base, lam, jax.random.normal(jax.random.key(0), base.shape))
   return {str(n): round(float(jnp.mean(svd._solved(g_perp, lam, b, svd._cg_solve(g_perp, lam, b, n)))), 4)
           for n in (4, 6, 8, 12, 16, 32)}
 

@@ -242,13 +242,25 @@ def _complement_resolvent(g, base, lam, rhs, eps):
   with a system that fails (a gap too small for `CG_MAX_STEPS` steps) takes shifted Cholesky solves instead. Kept
   pairs with `lam_j <= eps * lam_1` get 0, as the gap guard gives them.
   """
-  keep = lam > eps * lam[..., :1]
-  proj = lambda a: a - _einsum("...rk,...kj->...rj", base, _einsum("...rk,...rj->...kj", base, a))
-  g_perp = g - _einsum("...ik,...k,...jk->...ij", base, lam, base)
-  b = jnp.where(keep[..., None, :], proj(rhs), 0)  # [..., r, k]; a system with b = 0 takes no CG step
+  keep = (lam > eps * lam[..., :1])[..., None, :]
+  g_perp, b = _complement_system(g, base, lam, rhs)
+  b = jnp.where(keep, b, 0)  # a system with b = 0 takes no CG step
   y = _cg_solve(g_perp, lam, b)
   y = jax.lax.cond(jnp.all(_solved(g_perp, lam, b, y)), lambda: y, lambda: _cholesky_solve(g_perp, lam, b))
-  return jnp.where(keep[..., None, :], proj(y), 0)
+  return jnp.where(keep, _complement_projection(base, y), 0)
+
+
+def _complement_projection(base: jax.Array, a: jax.Array) -> jax.Array:
+  """`(I - W_k W_k^T) a`: `base [..., r, k]` (W_k), `a [..., r, c]`."""
+  return a - _einsum("...rk,...kj->...rj", base, _einsum("...rk,...rj->...kj", base, a))
+
+
+def _complement_system(g: jax.Array, base: jax.Array, lam: jax.Array,
+                       rhs: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The resolvent's systems `(lam_j I - G_perp) y_j = P rhs_j`: `(G_perp [..., r, r], P rhs [..., r, k])`, with
+  `G_perp = G - W_k diag(lam) W_k^T` (`base [..., r, k]` = W_k, `lam [..., k]`)."""
+  g_perp = g - _einsum("...ik,...k,...jk->...ij", base, lam, base)
+  return g_perp, _complement_projection(base, rhs)
 
 
 CG_TOLERANCE = 8  # unit roundoffs of relative residual: CG then matches a Cholesky solve's accuracy

@@ -318,8 +318,7 @@ def test_complement_resolvent_equals_the_sum_over_discarded_pairs(max_steps, mon
   with jax.enable_x64(True):
     g, base, lam, rhs = map(jnp.asarray, (g, q[..., :k], lam_all[:, :k], rhs))
     ours = svd._complement_resolvent(g, base, lam, rhs, 1e-14)
-    g_perp = g - jnp.einsum("bik,bk,bjk->bij", base, lam, base)
-    b = rhs - base @ (jnp.swapaxes(base, -1, -2) @ rhs)
+    g_perp, b = svd._complement_system(g, base, lam, rhs)
     cg_converged = bool(jnp.all(svd._solved(g_perp, lam, b, svd._cg_solve(g_perp, lam, b))))
   assert cg_converged == (max_steps > 1)
   assert np.max(np.abs(np.asarray(ours) - reference)) <= 1e-10 * np.max(np.abs(reference))
