@@ -1,7 +1,7 @@
 """CIFAR-100, VGG teacher -> VGG student: the paper's main row, with its recipe (docs/method.md 7, 8, 10).
 
   python -m svdkd_jax.main --config configs/cifar100_vgg.py:teacher --workdir runs/vgg/teacher
-  python -m svdkd_jax.main --config configs/cifar100_vgg.py:kd_svd --workdir runs/vgg/kd_svd \
+  python -m svdkd_jax.main --config configs/cifar100_vgg.py:kd_svd_exact_mean --workdir runs/vgg/kd_svd_exact_mean \
       --config.teacher.workdir=runs/vgg/teacher
 
 Recipe (`svdkd_jax.recipes.paper_recipe`): Nesterov 0.9, lr 1e-2 -> 1e-3 at epoch 100 -> 1e-4 at 150, 200 epochs,
@@ -9,10 +9,10 @@ batch 128, coupled L2 1e-4 on kernels, per-tensor clipping of the distillation g
 ||g_main|| (combine.rule = "clip_per_tensor"), the authors' augmentation (flip, rotate +-15 deg, pad 4 + crop) and their
 BGR-ordered channel statistics.
 
-Variants (`:ARG`, documented in svdkd_jax.recipes): teacher, student, kd_svd (the default), kd_svd_exact,
-kd_svd_sskd_code, kd_svd_exact_mean, fsp, soft_target, fsp_2stage, kd_svd_2stage (40 distillation-only epochs, then
-the whole 200-epoch recipe), and the `smoke` modifier (digits, a few steps). Students need
-`--config.teacher.workdir=DIR` (a finished teacher run).
+Variants (`:ARG`): those of svdkd_jax.recipes.VARIANTS (its docstring says what each trains), kd_svd_exact_mean
+the default; here kd_svd_2stage and fsp_2stage take 40 distillation-only epochs, then the whole 200-epoch recipe.
+The `smoke` modifier runs digits for a few steps. Students need `--config.teacher.workdir=DIR` (a finished teacher
+run).
 """
 
 import ml_collections

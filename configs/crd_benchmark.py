@@ -19,7 +19,7 @@ from svdkd_jax import recipes
 from svdkd_jax.recipes import VARIANTS  # pylint: disable=unused-import
 
 CRD_PAIRS = ("resnet32x4", "vgg13", "wrn_40_2", "resnet56")  # svdkd_jax.models.PAIRS, each named by its teacher
-TABLE_VARIANTS = ("student", "soft_target", "fsp", "kd_svd")
+TABLE_VARIANTS = ("student", "soft_target", "fsp", "kd_svd", "kd_svd_exact_mean")
 TABLE_SEEDS = (0, 1, 2)
 
 

@@ -122,9 +122,10 @@ def test_variant_loads_with_default_keys_and_known_models(name, arg):
     assert config.data.source == "digits" and config.train.epochs == 1 and config.model.width <= 0.25
 
 
-def test_no_variant_is_kd_svd_and_bad_variants_say_what_is_valid():
+def test_no_variant_is_kd_svd_exact_mean_and_bad_variants_say_what_is_valid():
   vgg = config_module("cifar100_vgg")
-  assert vgg.get_config().distill.method == "kd_svd"
+  default = vgg.get_config().distill
+  assert (default.method, default.svd_grad, default.loss_scale) == ("kd_svd", "exact", "mean")
   for bad in ("kd-svd", "teacher,student", "smoke,bogus", "smoke=maybe", "epochs=3"):
     with pytest.raises(ValueError, match=r"^Bad config argument .*one variant of teacher, .*kd_svd_sskd_code.*; "
                                          r"smoke\.$"):
