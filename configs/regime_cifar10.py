@@ -23,7 +23,7 @@ Tokens (comma-separated, after `:`), on top of the variants of svdkd_jax.recipes
 
   experiments/run_regime_table.sh          # both budgets, seed by seed, students on the teacher's last checkpoint
   experiments/run_baselines_table.sh       # attention transfer and DKD, all labels (experiments/baselines_plan.md)
-  python experiments/regime_report.py --readme README.md
+  python experiments/regime_report.py --readme experiments/results/README.md
 """
 
 import ml_collections

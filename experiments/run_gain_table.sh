@@ -4,7 +4,7 @@
 # resume. Students read their teacher's last checkpoint (nothing is chosen on the test split).
 #
 #   experiments/run_gain_table.sh [ROOT]    (default experiments/results/regime_runs)
-#   python experiments/regime_report.py --readme README.md
+#   python experiments/regime_report.py --readme experiments/results/README.md
 set -u
 cd "$(dirname "$0")/.."
 ROOT=${1:-experiments/results/regime_runs}

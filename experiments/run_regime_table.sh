@@ -8,7 +8,7 @@
 #      table that does not fit drops rows).
 #
 #   experiments/run_regime_table.sh [ROOT]    (default experiments/results/regime_runs)
-#   python experiments/regime_report.py --readme README.md
+#   python experiments/regime_report.py --readme experiments/results/README.md
 set -u
 cd "$(dirname "$0")/.."
 ROOT=${1:-experiments/results/regime_runs}
