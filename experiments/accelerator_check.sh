@@ -8,8 +8,9 @@
 #                     128) on the bundled digits upsampled to 32x32, with its images/s
 #   5. epoch_kd_svd   the same for the KD-SVD student (exact gradient, batch-mean loss) on an untrained teacher
 #
-# Here, once: experiments/accelerator_wheels.sh (the image lacks grain and ml_collections). There, from the
-# repository root, with .whl carried: experiments/accelerator_check.sh [OUT]
+# Once, on a machine with a package index: experiments/accelerator_wheels.sh (the image lacks grain and
+# ml_collections). On the GPU machine, from the repository root, with .whl/ beside the tree:
+# experiments/accelerator_check.sh [OUT]
 # Environment: SMOKE=1 (tiny sizes, to check the script itself on a CPU); CHECKS (the checks to run, default all:
 # "devices bench_svd bench_step epoch"); SVD_SHAPES, SVD_LIMIT, STEP_CASES, STEP_ARGS, STEP_LIMIT, EPOCH_STEPS
 # (override the sizes and time limits below; experiments/gpu_campaign.py uses them to fit its budget).

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Downloads, here, the wheels that the GPU machine's image lacks (it has jax 0.11.2 but no grain or ml_collections,
-# and reaches no package index) into .whl/ (ignored by git, 6.8 MB), for experiments/accelerator_check.sh and
-# experiments/gpu_campaign.py; with them the versions of flax, optax and orbax the tests run with here (they need
-# jax >= 0.11.1), in place of the image's.
-#   experiments/accelerator_wheels.sh     then carry .whl with the working tree
+# Downloads, on a machine with a package index, the wheels that the GPU machine's image lacks (it has jax 0.11.2 but
+# no grain or ml_collections, and reaches no package index) into .whl/ (ignored by git, 6.8 MB), for
+# experiments/accelerator_check.sh and experiments/gpu_campaign.py; with them the versions of flax, optax and orbax
+# the tests run with (they need jax >= 0.11.1), in place of the image's. The image's jax stays: the scripts run from
+# the source tree on 0.11.2, below setup.cfg's jax >= 0.12, and both smoke modes pass with it on a CPU.
+#   experiments/accelerator_wheels.sh     then put .whl/ beside the tree on the GPU machine
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .whl

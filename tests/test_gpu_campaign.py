@@ -39,7 +39,7 @@ def test_subset_archive_holds_the_draw_of_train_per_class_and_the_test_split(tmp
 @pytest.mark.slow
 def test_smoke_campaign_runs_every_phase(tmp_path):
   """Wheels (present here), the checks, the plan, the four runs (the distilled one on the trained teacher) and the
-  packed results: four files, as the device tool brings back."""
+  packed results: the four files of `--out`."""
   out, work = tmp_path / "out", tmp_path / "work"
   proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "gpu_campaign.py"), "--smoke", "--out", str(out),
                          "--work", str(work)], cwd=ROOT, capture_output=True, text=True, timeout=600)
