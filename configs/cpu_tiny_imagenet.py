@@ -11,7 +11,7 @@ runs, 50,000 images per epoch each). WIDTH = 0.125 because at 0.25 one VGG tap (
 16x16 and the KD-SVD step costs about as much as FSP. Measured on an idle 2-core CPU at width 0.125 (2026-12-01,
 `python experiments/bench_step.py --width 0.125 --steps 10 --rounds 2`): student 2,082 img/s, student + teacher
 forward 1,372, FSP 1,071, KD-SVD 926-962, teacher 987; two training processes side by side each get a little under
-half of that. So one student epoch of the whole table is about 13 minutes of the machine, and the lengths were
+half of that. So one student epoch of the whole table is about 13 minutes of a 2-core CPU, and the lengths were
 chosen to fit this table and configs/cpu_cifar10.py's into three hours of a 2-core CPU: EPOCHS = 3 for the students and
 TEACHER_EPOCHS = 20 for the teacher (8 epochs left it at 9.4 % and still climbing on a held-out split,
 experiments/results/cpu_probe.md). experiments/results/cpu_table.md has the wall times measured.

@@ -122,8 +122,8 @@ sys.exit(2)
 
 
 def test_no_tracebacks_at_exit(tmp_path):
-  """Restoring a damaged step used to leave tensorstore reads in flight on orbax's closed event loop; their
-  completions printed "RuntimeError: Event loop is closed" tracebacks until exit."""
+  """Restoring a damaged step must not leave tensorstore reads in flight on orbax's closed event loop: their
+  completions would print "RuntimeError: Event loop is closed" tracebacks until exit."""
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTEST_CURRENT_TEST")}
   proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), str(ROOT / "tests")], env=env, cwd=ROOT,
                         capture_output=True, text=True, timeout=300)

@@ -131,9 +131,9 @@ def test_missing_teacher_is_a_clean_error(tmp_path):
 
 
 def test_missing_config_file_and_unknown_variant_are_one_line(tmp_path):
-  """ml_collections loads --config while absl parses the flags: a missing file used to surface later as a traceback
-  ("Configuration is not available because of an earlier failure"), a bad variant as absl's usage error wrapping
-  one."""
+  """ml_collections loads --config while absl parses the flags: unchecked, a missing file surfaces later as a
+  traceback ("Configuration is not available because of an earlier failure"), a bad variant as absl's usage error
+  wrapping one."""
   proc = subprocess.run([sys.executable, "-m", "svdkd_jax.main", "--config", "configs/nope.py", "--workdir",
                          str(tmp_path / "x")], env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2

@@ -15,7 +15,7 @@ def script():
   return module
 
 
-def write_run(run: pathlib.Path, *, complete: bool | None, clone: str = "/work/table") -> None:
+def write_run(run: pathlib.Path, *, complete: bool | None, clone: str = "/abs/clone") -> None:
   run.mkdir(parents=True)
   config = {"seed": 0, "data": {"source": "archive", "path": "/srv/data/cifar10_jpeg", "cache_dir": ""},
             "teacher": {"workdir": "experiments/results/t/teacher"}}
@@ -24,7 +24,7 @@ def write_run(run: pathlib.Path, *, complete: bool | None, clone: str = "/work/t
     (run / "summary.json").write_text(json.dumps({"complete": complete, "config": config}, indent=1))
   (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n")
   (run / "run.log").write_text(
-      "\n$ /home/u/venv/bin/python3.12 -m svdkd_jax.main --config=configs/c.py:kd_svd --workdir=/tmp/x/run\n"
+      "\n$ /abs/venv/bin/python3.12 -m svdkd_jax.main --config=configs/c.py:kd_svd --workdir=/tmp/x/run\n"
       f"W1 checkpoint_manager.py:849] Given directory is read only={clone}/experiments/results/t/teacher/checkpoints\n"
       f"I1 networks.py:110] vgg_teacher restored from {clone}/experiments/results/t/teacher/checkpoints/30\n"
       "I1 input_pipeline.py:9] reading /srv/data/cifar10_jpeg/train.npz and /srv/data/cifar10_jpeg_v2\n"
