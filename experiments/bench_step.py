@@ -16,7 +16,8 @@ weights). Cases:
   fsp                  FSP, 1-stage
   soft_target, attention_transfer, dkd
                        the logit and attention baselines, 1-stage, their published options
-  kd_svd_<mode>        KD-SVD (k = 1, 4 taps), svd_grad = paper | exact | sskd_code, 1-stage, the default eigensolver
+  kd_svd_<mode>        KD-SVD (k = 1, 4 taps), svd_grad = kept_triplets | exact | released_code
+                       for mode = paper | exact | sskd_code (the variants' names), 1-stage, the default eigensolver
                        (distill.svd_solver = "auto": subspace iteration for Gram matrices above 32 x 32)
   kd_svd_<mode>@eigh   the same with svd_solver = "eigh" (a full eigendecomposition, kept pairs' backward)
   kd_svd_<mode>@before with `--before COMMIT`: the same step with that commit's svdkd_jax/svd.py (read with
@@ -51,7 +52,8 @@ import statistics
 import sys
 import time
 
-MODES = ("paper", "exact", "sskd_code")
+# Case label (after the variants: kd_svd is the poster's gradient, kd_svd_sskd_code the released code's) -> svd_grad.
+MODES = {"paper": "kept_triplets", "exact": "exact", "sskd_code": "released_code"}
 CASES = ("student", "student+stop", "student+teacher", "floor", "fsp", "soft_target", "attention_transfer", "dkd",
          *(f"kd_svd_{m}" for m in MODES),
          *(f"kd_svd_{m}@eigh" for m in MODES), "teacher")
@@ -142,9 +144,12 @@ def load_before(commit: str):
   spec = importlib.util.spec_from_file_location("svd_before", f.name)
   old = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(old)
+  from svdkd_jax import svd
+  old_mode = dict(zip(svd.GRAD_MODES, old.GRAD_MODES))  # the same modes in the same order, under that commit's names
   return types.SimpleNamespace(
-      GRAD_MODES=old.GRAD_MODES, align=old.align,
-      truncated_svd=lambda x, k, *, grad_mode="exact", solver="auto": old.truncated_svd(x, k, grad_mode=grad_mode))
+      GRAD_MODES=svd.GRAD_MODES, align=old.align,
+      truncated_svd=lambda x, k, *, grad_mode="exact", solver="auto": old.truncated_svd(x, k,
+                                                                                       grad_mode=old_mode[grad_mode]))
 
 
 def _with_teacher_forward(student_step, teacher, mean, std):
@@ -254,7 +259,7 @@ def loss_breakdown(args, rounds: int, mesh, batch) -> dict[str, float]:
   fns = {f"gram+{solver}": lambda s, t, solver=solver: gram_topk(s, 2, solver) + gram_topk(t, 1, solver)
          for solver in ("eigh", "auto")}
   fns.update({"svd fwd": svd_fwd, "loss fwd": lambda s, t: distill.kd_svd(k=1)(s, t, None, None)[0]})
-  losses = {**{f"loss fwd+bwd {m}": distill.kd_svd(k=1, svd_grad=m) for m in MODES}, "floor fwd+bwd": floor_loss}
+  losses = {**{f"loss fwd+bwd {m}": distill.kd_svd(k=1, svd_grad=MODES[m]) for m in MODES}, "floor fwd+bwd": floor_loss}
   for name, fn in losses.items():
     fns[name] = lambda s, t, fn=fn: jax.grad(lambda s: fn(s, t, None, None)[0])(s)
   runs = {}

@@ -106,8 +106,9 @@ def bench_shape(shape, kind: str, args, before) -> dict:
   methods = {f"{solver}/{mode}": functools.partial(svd.truncated_svd, grad_mode=mode, solver=solver)
              for solver in SOLVERS for mode in svd.GRAD_MODES}
   if before is not None:
-    methods.update({f"before/{mode}": functools.partial(before.truncated_svd, grad_mode=mode)
-                    for mode in before.GRAD_MODES})
+    # The same modes in the same order, under that commit's names.
+    methods.update({f"before/{mode}": functools.partial(before.truncated_svd, grad_mode=old_mode)
+                    for mode, old_mode in zip(svd.GRAD_MODES, before.GRAD_MODES)})
   methods["jnp.linalg.svd"] = linalg_svd_top
   # A sign-invariant loss on v, as KD-SVD's downstream loss is after alignment.
   grads = {name: jax.jit(jax.grad(lambda x, fn=fn: jnp.sum(weights * fn(x, args.k)[2] ** 2)))

@@ -10,7 +10,7 @@ the teacher of `--teacher`, else of its config.teacher.workdir. On `--batches` b
   cos_top1       mean_b |cos(v_1^S, v_1^T)|, the top right singular vectors `[D]` of student and teacher;
   cos_aligned    mean_b |cos| between v_1^T and the student vector `svd.align` picks among the student's top k+1;
   picked_second  the fraction of samples where that pick is the student's 2nd vector;
-and per tap pair l, `dist/pair_l`: the KD-SVD loss of `distill.kd_svd(k, beta, svd_grad="paper", loss_scale="mean")`
+and per tap pair l, `dist/pair_l`: the KD-SVD loss of `distill.kd_svd(k, beta, svd_grad="kept_triplets", loss_scale="mean")`
 (mean over samples), with k and beta from the run's config.distill. A network probed against itself gives
 cos_top1 = 1 and zero losses. Prints a table (variant = DIR's parent folder, seed = DIR's name); `--out` writes JSON
 (one dict per DIR: these means, both accuracies, "checkpoints": [student's, teacher's step directory]). Relative
@@ -53,7 +53,7 @@ def _unit(v: jax.Array) -> jax.Array:
 
 def make_probe(student: networks.Network, teacher: networks.Network, *, k: int, beta: float, mean, std):
   """Jitted `(s_vars, t_vars, uint8 [B, H, W, 3], int labels [B]) -> {name: scalar or [taps] array}`."""
-  loss_fn = distill.kd_svd(k=k, beta=beta, svd_grad="paper", loss_scale="mean")
+  loss_fn = distill.kd_svd(k=k, beta=beta, svd_grad="kept_triplets", loss_scale="mean")
 
   def probe(s_vars, t_vars, images, labels):
     x = input_pipeline.preprocess(images, None, train=False, mean=mean, std=std, augment="none")

@@ -46,7 +46,8 @@ from svdkd_jax import workdir as workdir_lib
 probe_alignment = config_files.load_module(pathlib.Path(__file__).with_name("probe_alignment.py"))  # not a package
 
 BATCH = probe_alignment.BATCH
-MODES = ("exact", "paper", "sskd_code")
+# Output label (as in the committed probes and reports) -> svd_grad.
+MODES = {"exact": "exact", "paper": "kept_triplets", "sskd_code": "released_code"}
 ETAS = (1e-3, 1e-2, 1e-1)
 EPOCHS = (0, 2)
 
@@ -75,7 +76,7 @@ def make_fns(student: networks.Network, teacher: networks.Network, cfg, mean, st
   """Jitted `grads(params, rest, t_vars, images, labels)` and `loss(params, rest, t_vars, images)`."""
   d = cfg.distill
   opts = dict(k=int(d.get("k", 1)), beta=float(d.get("beta", 8.0)), loss_scale=d.get("loss_scale", "sum"))
-  fns = {m: distill.kd_svd(svd_grad=m, **opts) for m in MODES}
+  fns = {m: distill.kd_svd(svd_grad=svd_grad, **opts) for m, svd_grad in MODES.items()}
 
   def nets(params, rest, t_vars, images):
     x = input_pipeline.preprocess(images, None, train=False, mean=mean, std=std, augment="none")

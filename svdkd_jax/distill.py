@@ -38,8 +38,6 @@ Array = jax.Array
 DistillFn = Callable[..., tuple[Array, dict[str, Array]]]
 
 LOSS_SCALES = ("sum", "mean")
-# svd_grad -> the `grad_mode` of svd.truncated_svd that computes it (svd.py's own names are accepted as they are).
-SVD_GRADS = {"exact": "exact", "kept_triplets": "paper", "released_code": "sskd_code"}
 
 
 def _as_float(x: Array) -> Array:
@@ -135,8 +133,8 @@ def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale
     k: distilled singular vectors per tap (paper: 1). Every tap needs `min(HW, D) >= k + 1`.
     beta: RBF width (paper: 8).
     svd_grad: the SVD backward (docs/svd_gradient.md): "exact" (the gradient of the loss), "kept_triplets" (the
-      poster's gradient on the k kept triplets) or "released_code" (what the authors' released code computes);
-      `SVD_GRADS` names the `svd.truncated_svd` grad_mode of each, and those names work here too.
+      poster's gradient on the k kept triplets) or "released_code" (what the authors' released code computes): the
+      `grad_mode` of `svd.truncated_svd`.
     loss_scale: "mean": the per-sample losses are averaged over the batch (the scale KD-SVD gains with in the regime
       tables, experiments/results/README.md). "sum": summed over the batch, as the released code, i.e. exactly the
       "mean" loss times B; the gradient clipping of `optim.combine_gradients` then sets the effective scale. Both
@@ -154,9 +152,8 @@ def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale
     raise ValueError(f"kd_svd: k must be a positive integer, got {k!r}.")
   if not beta > 0:
     raise ValueError(f"kd_svd: beta must be positive, got {beta!r}.")
-  grad_mode = SVD_GRADS.get(svd_grad, svd_grad)
-  if grad_mode not in svd.GRAD_MODES:
-    raise ValueError(f"kd_svd: unknown svd_grad {svd_grad!r}; valid: {', '.join(SVD_GRADS)}.")
+  if svd_grad not in svd.GRAD_MODES:
+    raise ValueError(f"kd_svd: unknown svd_grad {svd_grad!r}; valid: {', '.join(svd.GRAD_MODES)}.")
   if loss_scale not in LOSS_SCALES:
     raise ValueError(f"kd_svd: unknown loss_scale {loss_scale!r}; valid: {', '.join(LOSS_SCALES)}.")
   if svd_solver not in eig.SOLVERS:
@@ -173,7 +170,7 @@ def kd_svd(*, k: int = 1, beta: float = 8.0, svd_grad: str = "exact", loss_scale
           raise ValueError(
               f"kd_svd: tap {i} {who} map {x.shape} has min(H*W, D) = {min(x.shape[1] * x.shape[2], x.shape[3])} "
               f"< k + 1 = {k + 1} singular vectors; lower k or tap a larger feature map.")
-    feats = [_aligned_features(_as_float(s), jax.lax.stop_gradient(_as_float(t)), k, grad_mode, svd_solver)
+    feats = [_aligned_features(_as_float(s), jax.lax.stop_gradient(_as_float(t)), k, svd_grad, svd_solver)
              for s, t in zip(student_taps, teacher_taps)]
     # Per-sample guard: a non-finite decomposition must not poison the batch (its loss and gradient become 0).
     finite = jnp.all(jnp.stack([jnp.isfinite(f).all(axis=(1, 2)) for pair in feats for f in pair]), axis=0)

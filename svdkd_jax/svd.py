@@ -13,19 +13,20 @@ Sign convention: the largest-magnitude entry of each `v_i` is positive (on an ex
 vector is left as computed) and `u_i` is flipped with it, so outputs are a deterministic function of `M` and the
 gradients below are those of the sign-fixed vectors.
 
-Backward (`jax.custom_vjp`; derivations and the evidence for "sskd_code" in docs/svd_gradient.md):
-  "paper"     the poster's rearranged gradient on the k kept triplets, `K_ij = 1/(s_i^2 - s_j^2)`, `K_ii = 0`,
-              `sym(A) = (A + A^T)/2`; branch HW <= D (as the poster writes it; the released code switches at
-              HW < D): `U E^T - U (E^T V)_diag V^T - 2 U sym(K o (S V^T E)) S V^T`, `E = dV S^-1`;
-              branch HW > D: `2 U S sym(K^T o (V^T dV)) V^T`. Equal to "exact" when k = r; truncated, it drops the
-              coupling between kept and discarded vectors. The released code keeps min(5, r) triplets instead.
-  "exact"     the true gradient of the returned (u, s, v), including the coupling with the discarded triplets
-              (from the kept pairs alone: the resolvent on their complement, by conjugate gradients) and,
-              when HW < D, the null-space term through `v = M^T u / s`.
-  "sskd_code" what the authors' TF code effectively computes (its K is zeroed by its NaN guard): zero when
-              HW >= D; when HW < D, the gradient of `v_i = normalize(M^T stop_gradient(u_i))`.
-In "paper" and "sskd_code" the cotangent of `u` is ignored (KD-SVD never uses `u`); `s` gets its exact gradient
-`u_i v_i^T` in every mode.
+Backward (`jax.custom_vjp`; derivations and the evidence for "released_code" in docs/svd_gradient.md):
+  "kept_triplets"  the poster's rearranged gradient on the k kept triplets, `K_ij = 1/(s_i^2 - s_j^2)`,
+                   `K_ii = 0`, `sym(A) = (A + A^T)/2`; branch HW <= D (as the poster writes it; the released code
+                   switches at HW < D): `U E^T - U (E^T V)_diag V^T - 2 U sym(K o (S V^T E)) S V^T`, `E = dV S^-1`;
+                   branch HW > D: `2 U S sym(K^T o (V^T dV)) V^T`. Equal to "exact" when k = r; truncated, it
+                   drops the coupling between kept and discarded vectors. The released code keeps min(5, r)
+                   triplets instead.
+  "exact"          the true gradient of the returned (u, s, v), including the coupling with the discarded triplets
+                   (from the kept pairs alone: the resolvent on their complement, by conjugate gradients) and,
+                   when HW < D, the null-space term through `v = M^T u / s`.
+  "released_code"  what the authors' TF code effectively computes (its K is zeroed by its NaN guard): zero when
+                   HW >= D; when HW < D, the gradient of `v_i = normalize(M^T stop_gradient(u_i))`.
+In "kept_triplets" and "released_code" the cotangent of `u` is ignored (KD-SVD never uses `u`); `s` gets its exact
+gradient `u_i v_i^T` in every mode.
 
 CPU threads: jaxlib's CPU `eigh`, QR and Cholesky call the LAPACK of SciPy's OpenBLAS, which by default starts its
 own threads for the blocked steps of `syevd` (Gram matrices of size > 25). Inside an XLA program that already keeps
@@ -51,7 +52,7 @@ import threadpoolctl
 
 from svdkd_jax import eig
 
-GRAD_MODES = ("paper", "exact", "sskd_code")
+GRAD_MODES = ("kept_triplets", "exact", "released_code")
 
 # Gram products must not drop to bfloat16 passes on TPU: the small singular values live in the low bits.
 _einsum = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
@@ -372,12 +373,12 @@ def _bwd(k, grad_mode, solver, res, cts):
   if grad_mode == "exact":
     known = eig.eigh_everywhere(solver, g.shape[-1], k)
     left, right = _grad_exact(x, g, spectrum, u, s, v, lam, du, ds, dv, inv_s, eps, known)
-  elif grad_mode == "paper":
+  elif grad_mode == "kept_triplets":
     left, right = _grad_paper(u, s, v, ds, dv, inv_s, eps, left=hw <= d)
-  elif hw < d:  # "sskd_code": gradient of normalize(M^T stop_gradient(u)).
+  elif hw < d:  # "released_code": gradient of normalize(M^T stop_gradient(u)).
     dv_perp = dv - v * jnp.sum(dv * v, axis=-2, keepdims=True)
     left, right = _cat(u, u * ds[..., None, :]), _cat(dv_perp * inv_s[..., None, :], v)
-  else:  # "sskd_code", HW >= D: only the exact term of s.
+  else:  # "released_code", HW >= D: only the exact term of s.
     left, right = u * ds[..., None, :], v
   right = right / c[..., None]
   finite = (jnp.all(jnp.isfinite(left), axis=(-2, -1), keepdims=True)

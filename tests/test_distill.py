@@ -174,7 +174,7 @@ def test_kd_svd_teacher_sign_flip_leaves_loss_unchanged(monkeypatch):
     original = svd.truncated_svd
     teacher_calls = []
 
-    def flipped(x, k, *, grad_mode="paper", solver="auto"):
+    def flipped(x, k, *, grad_mode="kept_triplets", solver="auto"):
       u, sig, v = original(x, k, grad_mode=grad_mode, solver=solver)
       if k == 2:  # the teacher's call (the student asks for k + 1 = 3)
         sign = jnp.ones(k).at[jnp.array(flip_columns[len(teacher_calls)])].set(-1.0)
@@ -412,9 +412,7 @@ def test_registry_declares_what_each_method_takes():
 
 
 def test_svd_grad_names_are_the_svd_modes_they_name(monkeypatch):
-  """`svd_grad` takes the config's names and svd.py's own grad_mode names; each reaches svd.truncated_svd as the
-  grad_mode it names."""
-  assert set(distill.SVD_GRADS.values()) == set(svd.GRAD_MODES)
+  """`svd_grad` is the grad_mode of svd.truncated_svd it names, for every mode; another name is a one-line error."""
   modes, original = [], svd.truncated_svd
 
   def recorded(x, k, *, grad_mode, **options):
@@ -423,8 +421,10 @@ def test_svd_grad_names_are_the_svd_modes_they_name(monkeypatch):
 
   monkeypatch.setattr(svd, "truncated_svd", recorded)
   taps = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in ((2, 3, 3, 4), (2, 1, 2, 4))]
-  for name, mode in distill.SVD_GRADS.items():
-    for given in (name, mode):
-      modes.clear()
-      jax.eval_shape(distill.get("kd_svd", svd_grad=given), taps, taps, None, None)
-      assert modes == [mode] * 4, (given, modes)
+  for mode in svd.GRAD_MODES:
+    modes.clear()
+    jax.eval_shape(distill.get("kd_svd", svd_grad=mode), taps, taps, None, None)
+    assert modes == [mode] * 4, (mode, modes)
+  with pytest.raises(ValueError, match=r"^kd_svd: unknown svd_grad 'poster'; valid: kept_triplets, exact, "
+                                       r"released_code\.$"):
+    distill.get("kd_svd", svd_grad="poster")

@@ -22,7 +22,7 @@ def np_svd(x: np.ndarray, k: int):
   return u * sign, s, v * sign
 
 
-def np_paper_grad(x: np.ndarray, k: int, dv: np.ndarray) -> np.ndarray:
+def np_kept_triplets_grad(x: np.ndarray, k: int, dv: np.ndarray) -> np.ndarray:
   """Transcription of the poster's rearranged gradient with K on the k kept triplets, sym(A) = (A + A^T)/2."""
   u, s, v = np_svd(x, k)
   kmat = 1 / (s[:, None] ** 2 - s[None, :] ** 2 + np.eye(k)) * (1 - np.eye(k))
@@ -182,7 +182,7 @@ def test_exact_matches_autodiff_of_linalg_svd_batched():
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_paper_equals_exact_untruncated_and_numpy_truncated(shape):
+def test_kept_triplets_equals_exact_untruncated_and_numpy_truncated(shape):
   rng = np.random.default_rng(5)
   r = min(shape)
   with jax.enable_x64(True):
@@ -190,8 +190,8 @@ def test_paper_equals_exact_untruncated_and_numpy_truncated(shape):
     for k in (1, 2, r):
       dv = rng.standard_normal((shape[1], k))
       vjp = lambda mode: v_vjp(x, dv, k, mode)
-      paper = vjp("paper")
-      want = np_paper_grad(x, k, dv)  # zero for HW > D and k = 1: K is 1 x 1 with K_11 = 0
+      paper = vjp("kept_triplets")
+      want = np_kept_triplets_grad(x, k, dv)  # zero for HW > D and k = 1: K is 1 x 1 with K_11 = 0
       np.testing.assert_allclose(paper, want, rtol=1e-9, atol=1e-12 * np.abs(dv).max())
       if k == r:
         assert rel_err(paper, vjp("exact")) < 1e-8, shape
@@ -200,14 +200,14 @@ def test_paper_equals_exact_untruncated_and_numpy_truncated(shape):
 
 
 @pytest.mark.parametrize("shape", SHAPES + [(4, 9)])
-def test_sskd_code_mode(shape):
+def test_released_code_mode(shape):
   rng = np.random.default_rng(6)
   hw, d = shape
   with jax.enable_x64(True):
     x = rng.standard_normal(shape)
     for k in (1, 3):
       dv = rng.standard_normal((d, k))
-      got = v_vjp(x, dv, k, "sskd_code")
+      got = v_vjp(x, dv, k, "released_code")
       if hw >= d:
         assert np.all(np.asarray(got) == 0)
         continue
@@ -258,7 +258,7 @@ def test_degenerate_inputs_give_finite_values_and_gradients(dtype):
           assert all(np.all(np.isfinite(o[i])) for o in out), (name, hw, d, mode, k)
           assert np.all(np.isfinite(g[i])), (name, hw, d, mode, k)
       s_ref = np.linalg.svd(np.asarray(xs, np.float64), compute_uv=False)[:, :2]
-      s = np.asarray(run(xs)[0][0][1][:, :1])  # k = 1 ("paper")
+      s = np.asarray(run(xs)[0][0][1][:, :1])  # k = 1 ("kept_triplets")
       assert np.all(np.abs(s - s_ref[:, :1]) <= 1e-4 * s_ref[:, :1]), (hw, d, s, s_ref)
       s2 = np.asarray(run(xs)[1][0][1])  # k = 2
       assert np.all(np.abs(s2 - s_ref) <= 1e-4 * s_ref + 1e-5 * s_ref[:, :1]), (hw, d, s2, s_ref)
@@ -266,12 +266,12 @@ def test_degenerate_inputs_give_finite_values_and_gradients(dtype):
 
 def test_broken_formula_would_be_caught():
   """A sanity check of the references themselves: a gradient known to be incomplete fails the FD tolerance that
-  "exact" passes. "paper" drops the coupling with the discarded triplets (docs/svd_gradient.md); its forward pass is
+  "exact" passes. "kept_triplets" drops the coupling with the discarded triplets (docs/svd_gradient.md); its forward pass is
   the same as "exact"'s, so the finite differences are the true gradient of its loss."""
   rng = np.random.default_rng(8)
   with jax.enable_x64(True):
     x = rng.standard_normal((5, 7))
-    exact, paper = (_sign_invariant_loss(2, mode, 0, (5, 7)) for mode in ("exact", "paper"))
+    exact, paper = (_sign_invariant_loss(2, mode, 0, (5, 7)) for mode in ("exact", "kept_triplets"))
     assert rel_err(jax.grad(exact)(x), fd_grad(exact, x)) < 1e-6
     assert rel_err(jax.grad(paper)(x), fd_grad(paper, x)) > 1e-2  # 0.37 here
 
@@ -317,7 +317,7 @@ def test_bad_arguments_raise():
     svd.truncated_svd(x, 5)
   with pytest.raises(ValueError, match="1 <= k"):
     svd.truncated_svd(x, 0)
-  with pytest.raises(ValueError, match="'paper', 'exact', 'sskd_code'"):
+  with pytest.raises(ValueError, match="'kept_triplets', 'exact', 'released_code'"):
     svd.truncated_svd(x, 2, grad_mode="autodiff")
   with pytest.raises(ValueError, match="rank >= 2"):
     svd.truncated_svd(np.zeros(4), 1)
