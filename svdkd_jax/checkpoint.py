@@ -65,13 +65,15 @@ class DataIteratorHandler(ocp.CheckpointHandler):
   def _file(self, directory: epath.Path) -> epath.Path:
     return directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
 
-  def save(self, directory: epath.Path, args: "DataIteratorSave"):
+  def save(self, directory: epath.Path, args: "DataIteratorSave") -> None:
+    """Writes this process's iterator state to its own JSON file in `directory`."""
     state = args.item.get_state()
     if isinstance(state, bytes):
       state = {"__bytes__": state.decode("latin-1")}
     self._file(directory).write_text(json.dumps(state))
 
-  def restore(self, directory: epath.Path, args: "DataIteratorRestore"):
+  def restore(self, directory: epath.Path, args: "DataIteratorRestore") -> Any:
+    """Sets `args.item`'s state from this process's file in `directory` and returns `args.item`."""
     path = self._file(directory)
     if not path.exists():
       raise FileNotFoundError(
@@ -82,25 +84,28 @@ class DataIteratorHandler(ocp.CheckpointHandler):
     args.item.set_state(state)
     return args.item
 
-  def metadata(self, directory):
+  def metadata(self, directory: epath.Path) -> None:
+    """None: the handler keeps no metadata."""
     return None
 
-  def finalize(self, directory):
-    pass
+  def finalize(self, directory: epath.Path) -> None:
+    """Nothing to finalise: `save` writes its file at once."""
 
-  def close(self):
-    pass
+  def close(self) -> None:
+    """Nothing to release."""
 
 
 @ocp.args.register_with_handler(DataIteratorHandler, for_save=True)
 @dataclasses.dataclass
 class DataIteratorSave(ocp.args.CheckpointArgs):
+  """`DataIteratorHandler`'s save argument: `item` has `get_state()`."""
   item: Any
 
 
 @ocp.args.register_with_handler(DataIteratorHandler, for_restore=True)
 @dataclasses.dataclass
 class DataIteratorRestore(ocp.args.CheckpointArgs):
+  """`DataIteratorHandler`'s restore argument: `item` has `set_state(state)` and is restored in place."""
   item: Any
 
 
@@ -296,6 +301,7 @@ def check_step(step_dir: epath.Path, targets: dict[str, Any], *, json_items: tup
 
 
 def step_dir_of(manager: ocp.CheckpointManager, step: int) -> epath.Path:
+  """The directory of checkpoint `step` of `manager` (whether or not it exists)."""
   return epath.Path(manager.directory) / str(step)
 
 

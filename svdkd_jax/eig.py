@@ -47,7 +47,7 @@ JACOBI_BATCHED_MAX = 32  # jaxlib's CUDA eigh batches matrices up to this size w
 _einsum = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
 
 
-def tolerance(dtype) -> float:
+def tolerance(dtype: jax.typing.DTypeLike) -> float:
   """Residual bound of a kept pair relative to lam_1: 64 x the unit roundoff, above float rounding of `G w`."""
   return 64 * float(jnp.finfo(dtype).eps)
 
@@ -69,7 +69,7 @@ def eigh_everywhere(solver: str, r: int, p: int) -> bool:
   return resolve(solver, r, p, "cpu") == resolve(solver, r, p, "other") == "eigh"
 
 
-def top_eigh(g: jax.Array, p: int, solver: str = "auto", *, every_pair: bool = False):
+def top_eigh(g: jax.Array, p: int, solver: str = "auto", *, every_pair: bool = False) -> tuple:
   """The p largest eigenpairs of symmetric PSD matrices.
 
   Args:
@@ -122,7 +122,10 @@ def _no_spectrum(lam: jax.Array, w: jax.Array):
 
 
 def full_eigh(g: jax.Array, p: int) -> tuple[jax.Array, jax.Array]:
-  """The top p pairs of a full `eigh`, batched on every backend (Jacobi on CUDA above 32 x 32)."""
+  """The top p pairs of a full `eigh`, batched on every backend (Jacobi on CUDA above 32 x 32).
+
+  `g [..., r, r]` -> `(lam [..., p], w [..., r, p])`: eigenvalues descending, orthonormal eigenvectors in columns.
+  """
   if g.shape[-1] <= JACOBI_BATCHED_MAX:
     return _eigh_desc(g, p, jacobi=False)
   return jax.lax.platform_dependent(g, cuda=lambda g: _eigh_desc(g, p, jacobi=True),
@@ -283,7 +286,10 @@ def _subspace(g: jax.Array, p: int, *, iterations: int = ITERATIONS, max_rounds:
 
 def subspace_eigh(g: jax.Array, p: int, *, iterations: int = ITERATIONS, max_rounds: int = MAX_ROUNDS,
                   extra: int = EXTRA) -> tuple[jax.Array, jax.Array]:
-  """The top p pairs by checked block subspace iteration (module docstring), with `full_eigh` as the fallback."""
+  """The top p pairs by checked block subspace iteration (module docstring), with `full_eigh` as the fallback.
+
+  `g [..., r, r]` -> `(lam [..., p], w [..., r, p])`: eigenvalues descending, orthonormal eigenvectors in columns.
+  """
   lead, r = g.shape[:-2], g.shape[-1]
   lam, w = _subspace(g.reshape((-1, r, r)), p, iterations=iterations, max_rounds=max_rounds, extra=extra)[:2]
   return lam.reshape(lead + (p,)), w.reshape(lead + (r, p))

@@ -13,6 +13,7 @@ SIGTERM/SIGINT save a checkpoint and exit with 128 + signal, on every process of
 step; the processes that outlive a lost one exit with status 1 and one `error: ...` line.
 """
 
+from collections.abc import Sequence
 import json
 import os
 import sys
@@ -37,7 +38,8 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. co
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
+  """absl's main: trains `--config` in `--workdir` and prints the summary on process 0 (module docstring)."""
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if FLAGS.coordinator_address:
@@ -62,6 +64,7 @@ def main(argv):
 
 
 def run() -> None:
+  """The `svdkd-train` console script."""
   app.run(main, flags_parser=config_files.parse_flags)
 
 

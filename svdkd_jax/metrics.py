@@ -162,6 +162,7 @@ class MetricWriter:
     self._checked_end = True
 
   def write(self, step: int, scalars: dict[str, Any]) -> None:
+    """Appends `{"step": step, **scalars}` as one JSON line and the numbers to TensorBoard (process 0 only)."""
     if not self.active:
       return
     row = {"step": int(step), **{k: _plain(v) for k, v in scalars.items()}}
@@ -175,6 +176,7 @@ class MetricWriter:
           self._tb.add_scalar(key, value, int(step))
 
   def close(self) -> None:
+    """Closes the TensorBoard writer, if one was opened; `metrics.jsonl` needs no closing."""
     if self._tb is not None:
       self._tb.close()
       self._tb = None
@@ -237,6 +239,7 @@ class Progress:
     self._t0, self._s0 = time.perf_counter(), initial_step
 
   def update(self, step: int, postfix: dict[str, Any] | None = None) -> None:
+    """Moves the bar to `step`, the scalars `postfix` beside it; without a bar, logs them every `log_every` steps."""
     if not self.active:
       return
     if self.bar is not None:
@@ -250,6 +253,7 @@ class Progress:
                    "  ".join(f"{k}={_plain(v):.4g}" for k, v in postfix.items()), rate, eta)
 
   def close(self) -> None:
+    """Closes the bar, if any."""
     if self.bar is not None:
       self.bar.close()
 

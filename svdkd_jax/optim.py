@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 try:  # JAX's symbolic zero cotangent: an internal type, so used only where this JAX has it (see zero_cotangent).
@@ -44,7 +45,7 @@ class Optimizer(NamedTuple):
   schedule: optax.Schedule
 
 
-def learning_rate_schedule(optim_config, steps_per_epoch: int) -> optax.Schedule:
+def learning_rate_schedule(optim_config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
   """Piecewise-constant learning rate by epoch.
 
   `learning_rate * decay_factor ** (number of boundaries <= epoch)` with `epoch = step // steps_per_epoch`; the
@@ -85,7 +86,7 @@ def l2_penalty(params: PyTree, weight_decay: float) -> jax.Array:
   return 0.5 * weight_decay * total
 
 
-def create_optimizer(optim_config, steps_per_epoch: int) -> Optimizer:
+def create_optimizer(optim_config: ml_collections.ConfigDict, steps_per_epoch: int) -> Optimizer:
   """The optax chain of `config.optim`, with its learning-rate schedule.
 
   sgd: `optax.trace(momentum, nesterov)` (TF MomentumOptimizer semantics, = optax.sgd); adam: `optax.scale_by_adam`
@@ -119,7 +120,7 @@ def clip_by_norm(x: jax.Array, max_norm: jax.Array) -> jax.Array:
   return (x * factor).astype(x.dtype)
 
 
-def combine_gradients(main_grads: PyTree, dist_grads: PyTree, epoch, *, rule: str = "clip_per_tensor",
+def combine_gradients(main_grads: PyTree, dist_grads: PyTree, epoch: int | jax.Array, *, rule: str = "clip_per_tensor",
                       weight: float = 1.0) -> PyTree:
   """Joins the main-task and distillation gradients (two pytrees of the same structure).
 
@@ -171,7 +172,8 @@ def zero_cotangent(x: jax.Array) -> Any:
   return jnp.zeros_like(x)
 
 
-def main_and_dist_grads(loss_fn: Callable[..., tuple[tuple[jax.Array, jax.Array], Any]], params: PyTree, *args):
+def main_and_dist_grads(loss_fn: Callable[..., tuple[tuple[jax.Array, jax.Array], Any]], params: PyTree,
+                        *args: Any) -> tuple[tuple[jax.Array, jax.Array], Any, PyTree, PyTree]:
   """Gradients of the main and the distillation loss from ONE forward pass (one `jax.vjp`, two pullbacks).
 
   Args:

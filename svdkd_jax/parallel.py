@@ -10,12 +10,14 @@ while building this package; svd.py's custom VJP is not affected).
 
 import os
 import re
+from typing import Any
 
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+PyTree = Any
 DATA_AXIS = "data"
 # A process that sends the coordination service no heartbeat for this long is lost: the runtime then stops the
 # others (its default, 100 s, keeps them waiting in their collectives for that long).
@@ -101,7 +103,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def abstract(tree, mesh: Mesh):
+def abstract(tree: PyTree, mesh: Mesh) -> PyTree:
   """`jax.ShapeDtypeStruct`s of `tree`'s arrays, replicated on `mesh`: a restore target for orbax."""
   sharding = replicated(mesh)
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
@@ -116,7 +118,7 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, name: str = "train.batc
         f"({jax.process_count()}); set --config.{name} to a multiple of {n}.")
 
 
-def replicate(tree, mesh: Mesh):
+def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
   """Places a host pytree (e.g. a freshly initialised state) on every device of `mesh`."""
   sharding = replicated(mesh)
   if jax.process_count() == 1:

@@ -10,6 +10,7 @@ interruption continues where it stopped. `--config.X=Y` overrides go to all thre
 one line.
 """
 
+from collections.abc import Sequence
 import json
 import os
 import time
@@ -30,7 +31,8 @@ flags.DEFINE_string("workdir", "/tmp/svdkd_quickstart", "Parent directory of the
 config_flags.DEFINE_config_dict("config", recipes.quickstart(), "Base config (overrides apply to every run).")
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
+  """absl's main: trains the `RUNS` in turn under `--workdir`, then prints their accuracies (a table and JSON)."""
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from svdkd_jax import metrics  # pylint: disable=g-import-not-at-top

@@ -17,7 +17,7 @@ Augmentation and dropout keys are `fold_in(key(seed), step)`, so a resumed run r
 `state` is `{"params", "rest", "opt_state", "step"}` (see `train.create_train_state`).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flax import nnx
@@ -33,6 +33,7 @@ from svdkd_jax import optim
 from svdkd_jax import parallel
 
 PyTree = Any
+ChannelStats = jax.typing.ArrayLike | Sequence[float]  # per-channel mean or std [3], [0, 255] units
 # 1stage: main + distillation gradients combined (without a teacher, the main task alone); 2stage's two phases:
 # init (the distillation gradient alone) and main (the main task alone, no teacher).
 STAGES = ("1stage", "init", "main")
@@ -108,15 +109,16 @@ def make_loss_fn(config: ml_collections.ConfigDict, student: networks.Network,
 
 
 def make_train_step(config: ml_collections.ConfigDict, student: networks.Network, optimizer: optim.Optimizer,
-                    *, distill_fn: distill.DistillFn | None, steps_per_epoch: int, mesh, mean, std,
-                    teacher: networks.Network | None = None,
+                    *, distill_fn: distill.DistillFn | None, steps_per_epoch: int, mesh: jax.sharding.Mesh,
+                    mean: ChannelStats, std: ChannelStats, teacher: networks.Network | None = None,
                     stage: str = "1stage") -> Callable[[dict, dict | None, dict], tuple[dict, dict]]:
   """The jitted train step `(state, teacher_variables, batch) -> (state, metrics)`; `state` is donated.
 
   Stages: "1stage" (main + distillation gradients combined; without a teacher, the main task alone), "init"
   (distillation gradient alone: 2stage's first phase), "main" (main task alone, no teacher: 2stage's second phase).
   `optimizer`: `optim.create_optimizer`'s; its schedule gives the logged `lr`. `distill_fn` (see `distill.get`;
-  unused without a teacher) maps the taps and logits to the distillation loss.
+  unused without a teacher) maps the taps and logits to the distillation loss. `mean`, `std`: per-channel
+  statistics [3] in [0, 255] units (`input_pipeline.Datasets`'s).
   `batch`: {"image": uint8 [B, H, W, 3], "label": int32 [B]}, sharded on the "data" axis.
   """
   if stage not in STAGES:
@@ -171,8 +173,12 @@ def make_train_step(config: ml_collections.ConfigDict, student: networks.Network
                  donate_argnums=0)
 
 
-def make_eval_step(student: networks.Network, *, mesh, mean, std) -> Callable[[dict, dict, dict], dict]:
-  """Jitted `(params, rest, batch) -> {"correct", "loss", "count"}` sums over the real (mask = 1) examples."""
+def make_eval_step(student: networks.Network, *, mesh: jax.sharding.Mesh, mean: ChannelStats,
+                   std: ChannelStats) -> Callable[[dict, dict, dict], dict]:
+  """Jitted `(params, rest, batch) -> {"correct", "loss", "count"}` sums over the real (mask = 1) examples.
+
+  `mean`, `std`: per-channel statistics [3] in [0, 255] units; `batch` adds `"mask"` [B] to the train batch's keys.
+  """
   mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
 
   def eval_fn(params, rest, batch):
@@ -187,8 +193,13 @@ def make_eval_step(student: networks.Network, *, mesh, mean, std) -> Callable[[d
   return jax.jit(eval_fn, in_shardings=(replicated, replicated, data), out_shardings=replicated)
 
 
-def evaluate(eval_step, state: dict, ds, mesh) -> dict:
-  """Accuracy and mean cross-entropy over the whole eval split (padding masked out)."""
+def evaluate(eval_step: Callable[[dict, dict, dict], dict], state: dict, ds: input_pipeline.Datasets,
+             mesh: jax.sharding.Mesh) -> dict:
+  """Accuracy and mean cross-entropy over the whole eval split (padding masked out).
+
+  `eval_step`: `make_eval_step`'s; `state`: holds the student's `"params"` and `"rest"`. Returns
+  `{"eval_accuracy", "eval_loss"}` as floats.
+  """
   sharding = parallel.data_sharding(mesh)
   totals = None
   for batch in ds.eval_batches():

@@ -58,7 +58,7 @@ from svdkd_jax import workdir_lock
 # networks and state
 
 
-def restore_teacher(config: ml_collections.ConfigDict, num_classes: int, *, mesh,
+def restore_teacher(config: ml_collections.ConfigDict, num_classes: int, *, mesh: jax.sharding.Mesh,
                     image_size: int = 32) -> networks.Network:
   """The frozen teacher of a distillation run, restored from `config.teacher.checkpoint` or `.workdir`."""
   step_dir = checkpoint.find_teacher_step_dir(config.teacher.workdir, config.teacher.checkpoint)
@@ -73,7 +73,7 @@ def restore_teacher(config: ml_collections.ConfigDict, num_classes: int, *, mesh
                      "the right run.") from None
 
 
-def random_teacher(config: ml_collections.ConfigDict, num_classes: int, *, mesh,
+def random_teacher(config: ml_collections.ConfigDict, num_classes: int, *, mesh: jax.sharding.Mesh,
                    image_size: int = 32) -> networks.Network:
   """An untrained frozen teacher (`teacher.weights = "random"`; also for benchmarks and tests that need a teacher
   forward but no trained weights)."""
@@ -82,7 +82,7 @@ def random_teacher(config: ml_collections.ConfigDict, num_classes: int, *, mesh,
                         compute_dtype=config.train.compute_dtype)
 
 
-def create_models(config: ml_collections.ConfigDict, num_classes: int, *, mesh,
+def create_models(config: ml_collections.ConfigDict, num_classes: int, *, mesh: jax.sharding.Mesh,
                   image_size: int = 32) -> tuple[networks.Network, networks.Network | None]:
   """The student (config.model, seeded by config.seed) and, for distillation runs, the frozen teacher."""
   student = networks.build(config.model.name, config.model.width, num_classes, config.seed, mesh=mesh,
@@ -97,11 +97,12 @@ def create_models(config: ml_collections.ConfigDict, num_classes: int, *, mesh,
 
 
 def teacher_vars(teacher: networks.Network | None) -> dict | None:
+  """The teacher's variables `{"params", "rest"}` for the train step, None without a teacher."""
   return None if teacher is None else teacher.variables
 
 
 def create_train_state(config: ml_collections.ConfigDict, student: networks.Network, steps_per_epoch: int, *,
-                       mesh) -> tuple[dict, optim.Optimizer]:
+                       mesh: jax.sharding.Mesh) -> tuple[dict, optim.Optimizer]:
   """`({"params", "rest", "opt_state", "step"}, optimizer)`: the student's variables and optax state, replicated,
   and the optimiser of `config.optim` (`optim.create_optimizer`)."""
   optimizer = optim.create_optimizer(config.optim, steps_per_epoch)

@@ -14,6 +14,7 @@ locks (the others share its workdir by design), and every process learns whether
 (gs://...) cannot be locked; `acquire` warns and returns an inactive lock.
 """
 
+from collections.abc import Iterator
 import contextlib
 import fcntl
 import json
@@ -47,6 +48,7 @@ class WorkdirLock:
 
   @property
   def active(self) -> bool:
+    """Whether this lock holds a descriptor: False for a URL, and after `release`."""
     return self.fd is not None
 
   def child_env(self, env: dict[str, str] | None = None) -> dict[str, str]:
@@ -58,6 +60,7 @@ class WorkdirLock:
     return env
 
   def release(self) -> None:
+    """Unlocks and closes the lock file (an adopted lock is only closed: its parent keeps it); no-op if inactive."""
     if self.fd is None:
       return
     if not self.inherited:  # An adopted lock stays with the parent that still shares it.
@@ -145,7 +148,7 @@ def acquire(workdir: str) -> WorkdirLock:
 
 
 @contextlib.contextmanager
-def hold(workdir: str):
+def hold(workdir: str) -> Iterator[None]:
   """Holds `workdir`'s lock while the body runs: process 0 locks it (adopting a lock its parent handed down, see
   `WorkdirLock.child_env`), and every process learns whether process 0 got it, so none goes on with a workdir that
   another run holds. Raises WorkdirLockedError (in every process) if it is held."""

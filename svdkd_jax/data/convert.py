@@ -169,6 +169,10 @@ def convert(layout: str, src: str, dst: str, *, num_classes: int = 0, splits: Se
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """Converts SRC to an archive at DST from the command line `argv` (default `sys.argv[1:]`); returns the exit status.
+
+  Prints the archive's path and returns 0, or prints one `error: ...` line and returns 1.
+  """
   parser = argparse.ArgumentParser(prog="python -m svdkd_jax.data.convert", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("layout", choices=("cifar10_folders", "tiny_imagenet"), help="the layout of SRC")

@@ -33,12 +33,14 @@ class DataError(ValueError):
 
 
 class Source(Protocol):
+  """A random-access source of examples (module docstring)."""
 
   def __len__(self) -> int: ...
 
   def __getitem__(self, index: int) -> Example: ...
 
-  def gather(self, indices: np.ndarray) -> Example: ...
+  def gather(self, indices: np.ndarray) -> Example:
+    """The records `indices` [n] as one batch: `{"image": uint8 [n, H, W, 3], "label": int32 [n]}`."""
 
 
 class ArraySource:
@@ -59,6 +61,7 @@ class ArraySource:
     return {"image": self.images[index], "label": self.labels[index]}
 
   def gather(self, indices: np.ndarray) -> Example:
+    """`indices` [n] -> `{"image": uint8 [n, H, W, 3], "label": int32 [n]}`, one fancy-indexing call per array."""
     return {"image": self.images[indices], "label": self.labels[indices]}
 
 
@@ -76,6 +79,7 @@ class Subset:
     return self.parent[int(self.indices[index])]
 
   def gather(self, indices: np.ndarray) -> Example:
+    """`indices` [n] into the subset -> the parent's `gather`: `{"image": uint8 [n, H, W, 3], "label": int32 [n]}`."""
     return self.parent.gather(self.indices[indices])
 
 
@@ -424,6 +428,7 @@ def load_archive(path: str | os.PathLike, split: str, image_size: int = 0, cache
 
 
 def archive_num_classes(path: str | os.PathLike) -> int:
+  """The number of classes the archive `path` lists in its meta.json (`read_archive_meta`)."""
   return len(read_archive_meta(path)["classes"])
 
 
@@ -468,6 +473,7 @@ class TfdsSource:
     return {"image": image, "label": np.int32(label)}
 
   def gather(self, indices: np.ndarray) -> Example:
+    """`indices` [n] -> `{"image": uint8 [n, H, W, 3], "label": int32 [n]}`, reading one record at a time."""
     examples = [self[i] for i in indices]
     return {"image": np.stack([e["image"] for e in examples]), "label": np.array([e["label"] for e in examples])}
 
@@ -570,4 +576,5 @@ class Relabelled:
     return {"image": self.parent[index]["image"], "label": self.labels[index]}
 
   def gather(self, indices: np.ndarray) -> Example:
+    """`indices` [n] -> `{"image": uint8 [n, H, W, 3], "label": int32 [n]}`: the parent's images, these labels."""
     return {"image": self.parent.gather(indices)["image"], "label": self.labels[indices]}

@@ -13,8 +13,10 @@ sizes and where they depart from the paper are documented in each module: vgg, m
 
 from collections.abc import Callable
 import dataclasses
+from typing import Any
 
 from flax import nnx
+import jax
 
 from svdkd_jax.models import mobilenet, resnet, resnext, vgg, wrn
 from svdkd_jax.models.flops import count_flops, count_params, tap_shapes
@@ -103,8 +105,8 @@ def _check_name(name: str) -> None:
     raise ValueError(f"unknown model {name!r}; registered models: {', '.join(names())}")
 
 
-def create(name: str, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0, dtype=None,
-           **kwargs) -> nnx.Module:
+def create(name: str, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0,
+           dtype: jax.typing.DTypeLike | None = None, **kwargs: Any) -> nnx.Module:
   """Builds network `name` with `num_classes` outputs.
 
   Args:

@@ -15,6 +15,7 @@ from svdkd_jax import models
 
 
 def summary(width: float = 1.0, num_classes: int = 100, image_size: int = 32) -> list[dict]:
+  """One row per registered network: `{"name", "flops", "params", "taps", "paper_flops", "paper_params"}`."""
   rows = []
   for name in models.names():
     options = {"input_size": image_size} if name.startswith("vgg_") else {}
@@ -31,6 +32,7 @@ def _millions(x: float | None, digits: int) -> str:
 
 
 def main() -> None:
+  """Parses the command line (module docstring) and prints the table or, with `--json`, the rows."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
   parser.add_argument("--width", type=float, default=1.0, help="channel multiplier")

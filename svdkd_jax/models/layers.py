@@ -4,6 +4,8 @@ Every conv and dense weight is an `nnx.Param` named `kernel` (the trainer decays
 `scale` / `bias` and running statistics are never named `kernel`.
 """
 
+from collections.abc import Sequence
+
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -21,13 +23,17 @@ def channels(c: int, width: float) -> int:
 
 
 def conv(cin: int, cout: int, kernel: int = 3, stride: int = 1, *, rngs: nnx.Rngs, use_bias: bool = False,
-         groups: int = 1, padding="SAME") -> nnx.Conv:
-  """A 2-D convolution on NHWC inputs with the authors' initialiser (zero bias when `use_bias`)."""
+         groups: int = 1, padding: str | Sequence[tuple[int, int]] = "SAME") -> nnx.Conv:
+  """A 2-D convolution on NHWC inputs with the authors' initialiser (zero bias when `use_bias`).
+
+  `padding`: as `nnx.Conv`'s, "SAME", "VALID" or (low, high) pairs per spatial axis (`TORCH_PAD`).
+  """
   return nnx.Conv(cin, cout, (kernel, kernel), strides=stride, padding=padding, use_bias=use_bias,
                   feature_group_count=groups, kernel_init=KERNEL_INIT, rngs=rngs)
 
 
 def dense(din: int, dout: int, *, rngs: nnx.Rngs) -> nnx.Linear:
+  """A dense layer `[..., din] -> [..., dout]` with the authors' initialiser and a zero-initialised bias."""
   return nnx.Linear(din, dout, kernel_init=KERNEL_INIT, rngs=rngs)
 
 

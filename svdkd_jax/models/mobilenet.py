@@ -20,6 +20,8 @@ train AND test time, for student and teacher. We do the standard thing by defaul
 averages); `batch_stats_always=True` reproduces the code (running averages are still updated, even in eval mode).
 """
 
+from collections.abc import Sequence
+
 from flax import nnx
 import jax
 
@@ -32,10 +34,13 @@ _TAPS_TEACHER = (0, 2, 4, 6)
 
 
 class MobileNet(nnx.Module):
-  """Call: x [B, H, W, 3] -> (logits [B, classes], taps at the block indices `taps`)."""
+  """Call: x [B, H, W, 3] -> (logits [B, classes], taps at the block indices `taps`).
 
-  def __init__(self, blocks, taps, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0,
-               batch_stats_always: bool = False):
+  `blocks`: (channels, stride) of each depthwise-separable block, before `width` scales the channels.
+  """
+
+  def __init__(self, blocks: Sequence[tuple[int, int]], taps: Sequence[int], num_classes: int, *, rngs: nnx.Rngs,
+               width: float = 1.0, batch_stats_always: bool = False):
     # Batch statistics in eval mode too (the authors' code); None = follow model.train() / model.eval().
     self.force_batch_stats = False if batch_stats_always else None
     self.taps = tuple(taps)
