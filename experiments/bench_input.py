@@ -5,7 +5,7 @@
 Measures, for CIFAR-10 from the JPEG archive at batch 128:
   startup        create_datasets (first run decodes and caches; later runs load the cache)
   iterator       uint8 batches from the grain iterator alone (host)
-  delivered      iterator + jitted `preprocess` with the "sskd" training augmentation, result on device
+  delivered      iterator + jitted `preprocess` with the "flip_rotate_crop" training augmentation, result on device
   train_step     the VGG student's SGD + cross-entropy step on ready float32 batches
   train_step_aug the same step with `preprocess` inside it (where the trainer puts the augmentation)
 The last line is one JSON object with the rates (images/s) and `ratio` = delivered / train_step (target >= 3).
@@ -31,7 +31,7 @@ from svdkd_jax import models
 def data_config(path: str, cache_dir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       source="archive", name="", data_dir="", path=path, cache_dir=cache_dir, train_split="train",
-      eval_split="test", num_classes=10, image_size=32, class_subset=0, holdout=0, augment="sskd",
+      eval_split="test", num_classes=10, image_size=32, class_subset=0, holdout=0, augment="flip_rotate_crop",
       normalization="dataset", num_workers=0))
 
 
@@ -67,7 +67,7 @@ def main():
 
   mean, std = ds.mean, ds.std
   augment = jax.jit(lambda x, key: input_pipeline.preprocess(x, key, train=True, mean=mean, std=std,
-                                                              augment="sskd"))
+                                                              augment="flip_rotate_crop"))
   key = jax.random.key(0)
 
   def deliver():
@@ -90,7 +90,7 @@ def main():
 
   @nnx.jit
   def train_step_aug(model, optimizer, images, labels, key):
-    x = input_pipeline.preprocess(images, key, train=True, mean=mean, std=std, augment="sskd")
+    x = input_pipeline.preprocess(images, key, train=True, mean=mean, std=std, augment="flip_rotate_crop")
     return train_step(model, optimizer, x, labels)
 
   batch = next(it)

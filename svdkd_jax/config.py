@@ -22,7 +22,9 @@ from typing import Any
 import ml_collections
 
 # The valid values of every key with a fixed set of them (the names of networks and distillation methods come from
-# their registries, see run_config).
+# their registries, see run_config). They repeat the lists of the modules that implement them (svd.GRAD_MODES,
+# augment.AUGMENTS, ...) because this module imports nothing of the package (configs load and are checked
+# without JAX); tests/test_configs.py keeps the two equal.
 CHOICES = {
     "teacher.weights": ("trained", "random"),
     "distill.svd_grad": ("exact", "kept_triplets", "released_code"),

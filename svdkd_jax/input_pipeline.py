@@ -30,8 +30,6 @@ import numpy as np
 from svdkd_jax.data import augment as augment_lib
 from svdkd_jax.data import sources
 
-# config.data.augment -> the augmentation of svdkd_jax.data.augment that implements it.
-_AUGMENTS = {"flip_rotate_crop": "sskd", "flip_crop": "flip_crop", "none": "none"}
 HOLDOUT_SEED = 0  # fixed: the held-out examples do not change with config.seed
 SUBSET_SEED = 0  # fixed: data.train_per_class draws the same subset for every run
 LABEL_SEED = 1  # fixed: data.labels_per_class keeps the same labels for every run
@@ -40,9 +38,8 @@ LABEL_SEED = 1  # fixed: data.labels_per_class keeps the same labels for every r
 def preprocess(images: jax.Array, rng: jax.Array | None, *, train: bool, mean, std,
                augment: str = "flip_rotate_crop") -> jax.Array:
   """Normalises uint8 `[B, H, W, 3]` to float32 `[B, H, W, 3]` and, with `train`, augments it (see
-  `svdkd_jax.data.augment.preprocess`). `augment`: a `config.data.augment` value, or that module's own name."""
-  return augment_lib.preprocess(images, rng, train=train, mean=mean, std=std,
-                                augment=_AUGMENTS.get(augment, augment))
+  `svdkd_jax.data.augment.preprocess`). `augment`: a `config.data.augment` value (`augment.AUGMENTS`)."""
+  return augment_lib.preprocess(images, rng, train=train, mean=mean, std=std, augment=augment)
 
 
 def _epoch_indices(positions: np.ndarray, num_examples: int, seed: int, epoch: int) -> np.ndarray:

@@ -445,11 +445,12 @@ def test_a_config_distill_key_no_method_declares_is_refused(monkeypatch):
 def test_the_schema_s_values_are_the_libraries():
   """The schema lists the values the code that reads them implements, and every `config.distill` key is the
   trainer's or an option a method declares (adding an option: its default here, its name in distill's registry)."""
-  from svdkd_jax import distill, input_pipeline, optim, svd  # pylint: disable=g-import-not-at-top
+  from svdkd_jax import distill, optim, svd  # pylint: disable=g-import-not-at-top
+  from svdkd_jax.data import augment  # pylint: disable=g-import-not-at-top
   assert set(config_lib.CHOICES["distill.svd_grad"]) == set(svd.GRAD_MODES)
   assert config_lib.CHOICES["distill.loss_scale"] == distill.LOSS_SCALES
   assert config_lib.CHOICES["combine.rule"] == optim.COMBINE_RULES
-  assert config_lib.CHOICES["data.augment"] == tuple(input_pipeline._AUGMENTS)
+  assert config_lib.CHOICES["data.augment"] == augment.AUGMENTS
   keys = set(config_lib.default().distill.keys())
   assert keys == set(config_lib.DISTILL_RUN_KEYS) | set(distill.all_option_names())
   assert not set(config_lib.DISTILL_RUN_KEYS) & set(distill.all_option_names())

@@ -186,7 +186,7 @@ def test_flip_crop_outputs_are_in_bounds_windows():
 def test_sskd_augmentation_reads_only_input_pixels_or_zeros():
   images = np.random.default_rng(2).integers(1, 256, (16, 8, 8, 3), dtype=np.uint8)
   images[1:] = images[0]  # identical images: per-example randomness must still differ
-  out = np.asarray(_preprocess(images, jax.random.key(3), train=True, mean=MEAN, std=STD, augment="sskd"))
+  out = np.asarray(_preprocess(images, jax.random.key(3), train=True, mean=MEAN, std=STD, augment="flip_rotate_crop"))
   norm = (images[0].astype(np.float32) - MEAN) / STD
   pixels = {tuple(p) for p in norm.reshape(-1, 3).tolist()}
   for y in out:
@@ -199,8 +199,8 @@ def test_sskd_augmentation_reads_only_input_pixels_or_zeros():
 
 def test_eval_is_deterministic_normalisation():
   images = np.random.default_rng(4).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
-  a = _preprocess(images, jax.random.key(0), train=False, mean=MEAN, std=STD, augment="sskd")
-  b = _preprocess(images, jax.random.key(1), train=False, mean=MEAN, std=STD, augment="sskd")
+  a = _preprocess(images, jax.random.key(0), train=False, mean=MEAN, std=STD, augment="flip_rotate_crop")
+  b = _preprocess(images, jax.random.key(1), train=False, mean=MEAN, std=STD, augment="flip_rotate_crop")
   np.testing.assert_array_equal(a, b)
   np.testing.assert_allclose(a, (images - MEAN) / STD, rtol=1e-6)
   with pytest.raises(ValueError, match="augment must be one of"):

@@ -15,7 +15,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-AUGMENTS = ("sskd", "flip_crop", "none")
+AUGMENTS = ("flip_rotate_crop", "flip_crop", "none")
 # The authors' statistics: CIFAR-100 per-channel values in BGR order, applied to RGB images (docs/method.md 7.2).
 SSKD_BGR_MEAN = (112.4776, 124.1058, 129.3773)
 SSKD_BGR_STD = (70.4587, 65.4312, 68.2094)
@@ -65,7 +65,7 @@ def normalize(images: jax.Array, mean, std) -> jax.Array:
   return (images.astype(jnp.float32) - mean) / std
 
 
-def preprocess(images: jax.Array, rng: jax.Array, *, train: bool, mean, std, augment: str = "sskd",
+def preprocess(images: jax.Array, rng: jax.Array, *, train: bool, mean, std, augment: str = "flip_rotate_crop",
                pad: int = 4, max_angle_deg: float = 15.0) -> jax.Array:
   """Normalises uint8 [B, H, W, 3] to float32 [B, H, W, 3]; with `train`, also augments (per-example randomness).
 
@@ -74,9 +74,9 @@ def preprocess(images: jax.Array, rng: jax.Array, *, train: bool, mean, std, aug
     rng: a jax PRNG key (unused when `train` is False or `augment` is "none").
     train: augment (True) or normalise only (evaluation: deterministic).
     mean, std: per-channel statistics [3] in [0, 255] units.
-    augment: "sskd" (flip, rotate +-`max_angle_deg`, pad + crop), "flip_crop" (no rotation) or "none".
+    augment: "flip_rotate_crop" (flip, rotate +-`max_angle_deg`, pad + crop), "flip_crop" (no rotation) or "none".
     pad: zero padding before the random crop.
-    max_angle_deg: rotation range of "sskd".
+    max_angle_deg: rotation range of "flip_rotate_crop".
   """
   if augment not in AUGMENTS:
     raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
@@ -86,7 +86,7 @@ def preprocess(images: jax.Array, rng: jax.Array, *, train: bool, mean, std, aug
   batch = x.shape[0]
   k_flip, k_angle, k_crop = jax.random.split(rng, 3)
   flip = jax.random.bernoulli(k_flip, 0.5, (batch,))
-  if augment == "sskd":
+  if augment == "flip_rotate_crop":
     limit = math.radians(max_angle_deg)
     angle = jax.random.uniform(k_angle, (batch,), minval=-limit, maxval=limit)
   else:
