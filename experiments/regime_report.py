@@ -121,19 +121,19 @@ def read_tables(root: pathlib.Path) -> dict[str, dict[str, list[report.RunResult
   return tables
 
 
-def _config(run: report.RunResult) -> dict:
+def config_of(run: report.RunResult) -> dict:
   """The run's config: its summary's, or (for a run still in progress) the config.json the trainer writes first."""
   config = run.summary.get("config")
   if isinstance(config, dict):
     return config
-  data = report._read_json(pathlib.Path(run.workdir) / "config.json")  # pylint: disable=protected-access
+  data = report.read_json(pathlib.Path(run.workdir) / "config.json")
   return report.config_lib.canonical(data) if data else {}
 
 
 def labels_per_class(table: dict[str, list[report.RunResult]]) -> int | None:
   for runs in table.values():
     for r in runs:
-      data = _config(r).get("data", {})
+      data = config_of(r).get("data", {})
       if "labels_per_class" in data:
         return int(data["labels_per_class"]) or None
   return None
@@ -142,7 +142,7 @@ def labels_per_class(table: dict[str, list[report.RunResult]]) -> int | None:
 def student_model(table: dict[str, list[report.RunResult]]) -> str | None:
   for variant, runs in table.items():
     for r in runs:
-      name = _config(r).get("model", {}).get("name")
+      name = config_of(r).get("model", {}).get("name")
       if variant != "teacher" and name:
         return name
   return None
@@ -152,7 +152,7 @@ def teacher_table(name: str, table: dict[str, list[report.RunResult]]) -> str:
   """The table whose teacher the students read (the stride table reads the all-labels table's)."""
   for variant, runs in table.items():
     for r in runs:
-      workdir = _config(r).get("teacher", {}).get("workdir")
+      workdir = config_of(r).get("teacher", {}).get("workdir")
       if variant != "teacher" and workdir and len(pathlib.Path(workdir).parts) >= 3:
         return pathlib.Path(workdir).parts[-3]
   return name
@@ -180,7 +180,7 @@ def paired(rows: dict, method: str, base: str = "student", which: str = "last") 
   return {"seeds": seeds, "diffs": [round(x, 2) for x in d], "mean": mean, "sd": sd, "se": se, "verdict": verdict}
 
 
-def _number(x: float | None) -> float | None:
+def json_number(x: float | None) -> float | None:
   """Rounded for the JSON file; None where there is no number (JSON has no NaN)."""
   return None if x is None or math.isnan(x) else round(x, 3)
 
@@ -191,10 +191,15 @@ def planned_seeds(table: str, a: str, b: str) -> int:
 
 
 def compare(table: str, rows: dict, a: str, b: str) -> dict:
-  """One comparison "a vs b" on last-epoch accuracy: pending below MIN_SEEDS paired seeds, then `paired`'s verdict,
-  marked interim until every planned seed is in (a verdict from 3 of 5 seeds can still change)."""
+  """One comparison "a vs b" of `table` on last-epoch accuracy (`compare_planned` with the table's plan)."""
+  return compare_planned(rows, a, b, planned_seeds(table, a, b))
+
+
+def compare_planned(rows: dict, a: str, b: str, planned: int) -> dict:
+  """The comparison "a vs b" on last-epoch accuracy with `planned` paired seeds: pending below MIN_SEEDS paired
+  seeds, then `paired`'s verdict, marked interim until every planned seed is in (a verdict from 3 of 5 seeds can
+  still change), and its note (`strength`)."""
   p = paired(rows, a, b) or {"seeds": [], "diffs": [], "mean": None, "se": None}
-  planned = planned_seeds(table, a, b)
   n = len(p["seeds"])
   if n < MIN_SEEDS:
     verdict = f"pending ({n} of {planned} seeds)"
@@ -202,8 +207,8 @@ def compare(table: str, rows: dict, a: str, b: str) -> dict:
     verdict = f"{p['verdict']} (interim: {n} of {planned} seeds)"
   else:
     verdict = p["verdict"]
-  return {"a": a, "b": b, "seeds": p["seeds"], "diffs": p["diffs"], "mean": _number(p["mean"]),
-          "se": _number(p["se"]), "planned_seeds": planned, "verdict": verdict,
+  return {"a": a, "b": b, "seeds": p["seeds"], "diffs": p["diffs"], "mean": json_number(p["mean"]),
+          "se": json_number(p["se"]), "planned_seeds": planned, "verdict": verdict,
           "note": strength(p["mean"], p["se"]) if n >= MIN_SEEDS else ""}
 
 
@@ -316,16 +321,16 @@ def short(variant: str) -> str:
   return METHODS.get(variant, variant).split(" (")[0]
 
 
-def _pm(c: dict) -> str:
+def mean_pm_se(c: dict) -> str:
   """A comparison's paired difference: "mean +- SE" (the mean alone from one seed, "-" from none)."""
   if c["mean"] is None:
     return "-"
   return f"{c['mean']:+.2f} +- {c['se']:.2f}" if c["se"] is not None else f"{c['mean']:+.2f}"
 
 
-def _fmt(xs: Sequence[float]) -> str:
+def accuracy_text(xs: Sequence[float]) -> str:
   """Accuracies over seeds: "mean +- SD", the value alone from one seed."""
-  return f"{xs[0]:.2f}" if len(xs) == 1 else report._fmt(xs)  # pylint: disable=protected-access
+  return f"{xs[0]:.2f}" if len(xs) == 1 else report.mean_sd_text(xs)
 
 
 def _versus(c: dict, js_table: dict) -> str:
@@ -336,7 +341,8 @@ def _seeds(c: dict) -> str:
   return f"{len(c['seeds'])}/{c['planned_seeds']}"
 
 
-def _diffs(c: dict) -> str:
+def diffs_text(c: dict) -> str:
+  """A comparison's per-seed differences, "+0.12, -0.30"."""
   return ", ".join(f"{x:+.2f}" for x in c["diffs"])
 
 
@@ -368,7 +374,7 @@ def row_table(name: str, js: dict, per_seed: bool = False) -> list[str]:
   other = t.get("teacher_table", name)
   teacher = js.get(other, {}).get("rows", {}).get("teacher") if other != name else None
   if teacher:
-    out.append(f"| T-DNN (teacher of `{other}`, shared) | {len(teacher['seeds'])} | {_fmt(teacher['last'])} "
+    out.append(f"| T-DNN (teacher of `{other}`, shared) | {len(teacher['seeds'])} | {accuracy_text(teacher['last'])} "
                "| | |" + (f" {', '.join(f'{x:.2f}' for x in teacher['last'])} |" if per_seed else ""))
   planned = ROWS.get(name, {})
   for v in [v for v in METHODS if v in rows or v in planned] + [v for v in rows if v not in METHODS]:
@@ -376,14 +382,14 @@ def row_table(name: str, js: dict, per_seed: bool = False) -> list[str]:
     c = vs_student.get(v)
     seeds = f"{len(m['seeds'])}/{len(planned[v])}" if v in planned else str(len(m["seeds"]))
     per_seed_last = f" {', '.join(f'{x:.2f}' for x in m['last'])} |" if per_seed else ""
-    out.append(f"| {label(v, t)} | {seeds} | {_fmt(m['last'])} | {_pm(c) if c else ''} | "
+    out.append(f"| {label(v, t)} | {seeds} | {accuracy_text(m['last'])} | {mean_pm_se(c) if c else ''} | "
                f"{verdict_text(c) if c else ''} |" + per_seed_last)
   return out
 
 
 def comparison_lines(js_table: dict) -> list[str]:
-  return [f"{short(c['a'])} vs {short(c['b'])}: {_pm(c)} (mean +- SE) over seeds {c['seeds']}, differences "
-          f"[{_diffs(c)}]: {verdict_text(c)}" for c in js_table["comparisons"]]
+  return [f"{short(c['a'])} vs {short(c['b'])}: {mean_pm_se(c)} (mean +- SE) over seeds {c['seeds']}, differences "
+          f"[{diffs_text(c)}]: {verdict_text(c)}" for c in js_table["comparisons"]]
 
 
 def markdown(tables: dict, js: dict, command: str) -> str:
@@ -406,7 +412,7 @@ def markdown(tables: dict, js: dict, command: str) -> str:
             "| A vs B | seeds | A - B, mean +- SE | 2 SE | per-seed A - B | verdict |", "|---|---|---|---|---|---|"]
     for c in t["comparisons"]:
       two_se = f"{2 * c['se']:.2f}" if c["se"] is not None else ""
-      out.append(f"| {_versus(c, t)} | {_seeds(c)} | {_pm(c)} | {two_se} | {_diffs(c)} | {verdict_text(c)} |")
+      out.append(f"| {_versus(c, t)} | {_seeds(c)} | {mean_pm_se(c)} | {two_se} | {diffs_text(c)} | {verdict_text(c)} |")
     out += ["", "Training-batch accuracy (labelled images, dropout and augmentation on) against eval accuracy, last "
             "epoch, mean over seeds:", ""]
     for v in ("student", "kd_svd_exact", "kd_svd_exact_mean"):
@@ -464,7 +470,7 @@ def readme_block(js: dict) -> str:
   if head:
     out += ["**Head to head** (A vs B, paired by seed)", "",
             "| table | A vs B | seeds | A - B, mean +- SE | per-seed A - B | verdict |", "|---|---|---|---|---|---|"]
-    out += [f"| {title(js[name])} | {_versus(c, js[name])} | {_seeds(c)} | {_pm(c)} | {_diffs(c)} | {verdict_text(c)} |"
+    out += [f"| {title(js[name])} | {_versus(c, js[name])} | {_seeds(c)} | {mean_pm_se(c)} | {diffs_text(c)} | {verdict_text(c)} |"
             for name, c in head]
     out.append("")
   out.append(README_END)

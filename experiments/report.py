@@ -67,7 +67,7 @@ class RunResult:
     return 100.0 * float(self.summary[f"{which}_eval_accuracy"])
 
 
-def _read_json(path: pathlib.Path) -> dict:
+def read_json(path: pathlib.Path) -> dict:
   """{} for a missing file, and (with a warning) for a damaged one."""
   data = metrics.read_json(path)
   return data if isinstance(data, dict) else {}
@@ -76,7 +76,7 @@ def _read_json(path: pathlib.Path) -> dict:
 def _read_summary(path: pathlib.Path) -> dict:
   """summary.json ({} if missing or damaged), its "config" in today's value names (a run's record keeps the names
   it was written with, see svdkd_jax.config.ALIASES)."""
-  summary = _read_json(path)
+  summary = read_json(path)
   if isinstance(summary.get("config"), dict):
     summary["config"] = config_lib.canonical(summary["config"])
   return summary
@@ -127,7 +127,8 @@ def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
   return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def _fmt(xs: Sequence[float]) -> str:
+def mean_sd_text(xs: Sequence[float]) -> str:
+  """Accuracies over seeds as "mean +- SD" ("-" for none)."""
   if not xs:
     return "-"
   m, s = _mean_std(xs)
@@ -239,8 +240,8 @@ def markdown(tables: dict[str, dict[str, list[RunResult]]], js: dict, command: s
                if m["last"] and s_last and variant != "student" else "")
       wall = f"{statistics.mean(r.summary.get('wall_time_sec', 0) for r in done) / 60:.1f}" if done else "-"
       paper = [f"{PAPER[c][variant]:.2f}" if variant in PAPER[c] else "" for c in paper_cols]
-      out.append(f"| {METHODS.get(variant, variant)} | {len(done)}/{len(runs)} | {_fmt(m['last'])} | "
-                 f"{_fmt(m['best'])} | {delta} | {wall} | " + " | ".join(paper) + " |")
+      out.append(f"| {METHODS.get(variant, variant)} | {len(done)}/{len(runs)} | {mean_sd_text(m['last'])} | "
+                 f"{mean_sd_text(m['best'])} | {delta} | {wall} | " + " | ".join(paper) + " |")
     out += ["", "Mean +- sample std over seeds. The paper's `proposed` numbers sit on the svd_grad=paper row (the "
             "poster's gradient); which gradient produced them is not known (the released code computes sskd_code).",
             ""]
@@ -292,7 +293,7 @@ def readme_table(tables: dict[str, dict[str, list[RunResult]]], js: dict) -> str
       ti = PAPER["Tiny-ImageNet (poster)"].get(variant)
       one, two = PAPER["CIFAR-100 (VGG, 1-stage, poster)"].get(variant), PAPER["CIFAR-100 (VGG, 2-stage main table)"].get(variant)
       cifar = " / ".join(f"{x:.2f}" if x is not None else "-" for x in (one, two)) if (one or two) else ""
-      out.append(f"| {METHODS.get(variant, variant)} | {len(m['seeds'])} | {_fmt(m['last'])} | {_fmt(m['best'])} | "
+      out.append(f"| {METHODS.get(variant, variant)} | {len(m['seeds'])} | {mean_sd_text(m['last'])} | {mean_sd_text(m['best'])} | "
                  f"{delta} | {f'{ti:.2f}' if ti else ''} | {cifar} |")
     out += [""] + [f"- {line}" for line in verdicts(methods)] + [""]
   return "\n".join([README_BEGIN, ""] + out + [README_END])

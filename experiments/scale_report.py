@@ -63,23 +63,12 @@ def planned_seeds(images: int, a: str, b: str) -> int:
 
 def compare(images: int, rows: dict, a: str, b: str) -> dict:
   """`a vs b` at one rung: regime_report's paired verdict, pending/interim by this plan's seeds, and its note."""
-  p = regime_report.paired(rows, a, b) or {"seeds": [], "diffs": [], "mean": None, "se": None}
-  planned, n = planned_seeds(images, a, b), len(p["seeds"])
-  if n < regime_report.MIN_SEEDS:
-    verdict = f"pending ({n} of {planned} seeds)"
-  elif n < planned:
-    verdict = f"{p['verdict']} (interim: {n} of {planned} seeds)"
-  else:
-    verdict = p["verdict"]
-  mean, se = regime_report._number(p["mean"]), regime_report._number(p["se"])  # pylint: disable=protected-access
-  return {"a": a, "b": b, "seeds": p["seeds"], "diffs": p["diffs"], "mean": mean, "se": se, "planned_seeds": planned,
-          "verdict": verdict,
-          "note": regime_report.strength(p["mean"], p["se"]) if n >= regime_report.MIN_SEEDS else ""}
+  return regime_report.compare_planned(rows, a, b, planned_seeds(images, a, b))
 
 
 def _epochs(runs: Sequence[report.RunResult]) -> int | None:
   for r in runs:
-    epochs = regime_report._config(r).get("train", {}).get("epochs")  # pylint: disable=protected-access
+    epochs = regime_report.config_of(r).get("train", {}).get("epochs")
     if epochs:
       return int(epochs)
   return None
@@ -142,7 +131,7 @@ def _label(v: str) -> str:
 
 
 def _cell(c: dict) -> str:
-  return f"{regime_report._pm(c)}, {regime_report.verdict_text(c)}"  # pylint: disable=protected-access
+  return f"{regime_report.mean_pm_se(c)}, {regime_report.verdict_text(c)}"
 
 
 def side_by_side(js: dict) -> list[str]:
@@ -164,7 +153,7 @@ def accuracy_table(js: dict) -> list[str]:
   rungs = list(js["rungs"].values())
   out = ["| row | " + " | ".join(f"{r['images']:,} images" for r in rungs) + " |", "|---|" + "---|" * len(rungs)]
   for v in PLANNED:
-    cells = [regime_report._fmt(r["rows"][v]["last"]) if v in r["rows"] else "-"  # pylint: disable=protected-access
+    cells = [regime_report.accuracy_text(r["rows"][v]["last"]) if v in r["rows"] else "-"
              for r in rungs]
     out.append(f"| {regime_report.METHODS.get(v, v)} | " + " | ".join(cells) + " |")
   out.append("| teacher margin over S-DNN (points) | " + " | ".join(
@@ -191,8 +180,8 @@ def markdown(js: dict, command: str) -> str:
   for r in js["rungs"].values():
     out += ["", f"## {r['images']:,} images (`{r['root']}/{r['table']}`)", "",
             "| A vs B | seeds | per-seed A - B | mean +- SE | verdict |", "|---|---|---|---|---|"]
-    out += [f"| {_label(c['a'])} vs {_label(c['b'])} | {c['seeds']} | {regime_report._diffs(c)} | "  # pylint: disable=protected-access
-            f"{regime_report._pm(c)} | {regime_report.verdict_text(c)} |" for c in r["comparisons"]]  # pylint: disable=protected-access
+    out += [f"| {_label(c['a'])} vs {_label(c['b'])} | {c['seeds']} | {regime_report.diffs_text(c)} | "
+            f"{regime_report.mean_pm_se(c)} | {regime_report.verdict_text(c)} |" for c in r["comparisons"]]
     out += ["", "| row | seeds | last (%) | wall (min) |", "|---|---|---|---|"]
     out += [f"| {regime_report.METHODS.get(v, v)} | {m['seeds']} | {', '.join(f'{x:.2f}' for x in m['last'])} | "
             f"{', '.join(f'{x:.1f}' for x in m['minutes'])} |" for v, m in r["rows"].items()]
