@@ -21,7 +21,13 @@ Solvers:
   "auto"      "subspace" where it pays, else "eigh": subspace for Gram matrices larger than `SUBSPACE_MIN_SIZE[cpu]`
               on a CPU (jaxlib's CPU `eigh` is one LAPACK call per matrix) and `SUBSPACE_MIN_SIZE[other]` on
               accelerators (their batched `eigh` kernels are faster below), when the block is smaller than the
-              matrix (docs/performance.md has the measurements behind both sizes).
+              matrix (docs/performance.md has the measurements behind both sizes). On a CPU a single pair (p = 1,
+              the teacher's with k = 1) of a matrix larger than `POWER_MIN_SIZE` takes "power" instead.
+  "power"     (p = 1, chosen by "auto") power iteration: steps of `q <- G q / ||G q||` from a fixed start, every one
+              a batched matvec, until every matrix passes the same residual check (at most `POWER_STEPS`); the
+              matrices that fail take `eigh` as in "subspace" (alone while few, else the whole batch). It converges
+              like (lam_2 / lam_1)^steps, and makes no per-matrix library call, where CholeskyQR and Rayleigh-Ritz
+              do: at 16 x 16 those cost as much as `eigh` itself.
 
 Backend-dependent choices are made when the program is lowered (`jax.lax.platform_dependent`), not from the machine
 that traces it: a step exported for CUDA on a CPU carries the CUDA choices.
@@ -42,6 +48,8 @@ RATE_MAX = 0.8  # a matrix whose estimated lam_m / lam_p exceeds this after PROB
 FEW = 1 / 16  # up to this share of a batch, failing matrices take "eigh" alone; beyond it the whole batch does
 # "auto" uses subspace iteration for Gram matrices larger than this (r x r), by backend.
 SUBSPACE_MIN_SIZE = {"cpu": 16, "other": 32}
+POWER_MIN_SIZE = 8  # "auto" on a CPU: p = 1 of a Gram matrix larger than this by power iteration
+POWER_STEPS = 12  # the teacher's single pair passes within 4 at every real tap measured (docs/performance.md)
 JACOBI_BATCHED_MAX = 32  # jaxlib's CUDA eigh batches matrices up to this size without being told to
 
 _einsum = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
@@ -53,12 +61,14 @@ def tolerance(dtype: jax.typing.DTypeLike) -> float:
 
 
 def resolve(solver: str, r: int, p: int, platform: str = "cpu") -> str:
-  """The solver "auto" means on `platform` ("cpu" or an accelerator's name) for r x r matrices and p pairs ("eigh"
-  or "subspace"); the others map to themselves."""
+  """The solver "auto" means on `platform` ("cpu" or an accelerator's name) for r x r matrices and p pairs ("eigh",
+  "subspace" or "power"); the others map to themselves."""
   if solver not in SOLVERS:
     raise ValueError(f"Unknown eigensolver {solver!r}; valid: {', '.join(SOLVERS)}.")
   if solver != "auto":
     return solver
+  if platform == "cpu" and p == 1 and r > POWER_MIN_SIZE:
+    return "power"
   min_size = SUBSPACE_MIN_SIZE["cpu" if platform == "cpu" else "other"]
   return "subspace" if r > min_size and p + EXTRA < r else "eigh"
 
@@ -88,7 +98,7 @@ def top_eigh(g: jax.Array, p: int, solver: str = "auto", *, every_pair: bool = F
     raise ValueError(f"top_eigh: p must satisfy 1 <= p <= r = {r}, got {p}.")
   lead = g.shape[:-2]
   g = g.reshape((-1, r, r))
-  solve = {"eigh": _every_pair, "subspace": _subspace}
+  solve = {"eigh": _every_pair, "subspace": _subspace, "power": _power}
   cpu, other = resolve(solver, r, p, "cpu"), resolve(solver, r, p, "other")
   if cpu == other:
     out = solve[cpu](g, p)
@@ -282,6 +292,27 @@ def _subspace(g: jax.Array, p: int, *, iterations: int = ITERATIONS, max_rounds:
 
   leading = lambda: _no_spectrum(*_leading(q, _einsum("...rs,...sm->...rm", g, q), p)[:2])  # noqa: E731
   return jax.lax.switch(status, [leading, lambda: _every_pair(g, p), converge])
+
+
+def _power(g: jax.Array, p: int):
+  """The top pair of `g [B, r, r]` by checked power iteration (module docstring), as `_every_pair` returns it."""
+  if p != 1:
+    raise ValueError(f"power iteration finds one pair, not p = {p}.")
+  r = g.shape[-1]
+  q = jnp.broadcast_to(_start(r, 1, jnp.dtype(g.dtype).name), g.shape[:1] + (r, 1))
+
+  def step(state):
+    q, z, _, done = state
+    norm = jnp.linalg.norm(z, axis=-2, keepdims=True)
+    q = jnp.where(norm > 0, z / jnp.where(norm > 0, norm, 1), q)  # G q = 0: q is an eigenvector of eigenvalue 0
+    z = _einsum("...rs,...sm->...rm", g, q)
+    return q, z, _passes(*_leading(q, z, 1)), done + 1
+
+  z = _einsum("...rs,...sm->...rm", g, q)
+  state = (q, z, _passes(*_leading(q, z, 1)), 0)
+  q, z, ok, _ = jax.lax.while_loop(lambda s: ~jnp.all(s[2]) & (s[3] < POWER_STEPS), step, state)
+  lam, w, _ = _leading(q, z, 1)
+  return _patch(g, 1, lam, w, ok)
 
 
 def subspace_eigh(g: jax.Array, p: int, *, iterations: int = ITERATIONS, max_rounds: int = MAX_ROUNDS,

@@ -91,7 +91,7 @@ def test_hard_spectra(case, solver, r):
   check_pairs(g, *out, p, resolvable=resolvable)
 
 
-@pytest.mark.parametrize("r,p", [(24, 1), (32, 2), (32, 3), (64, 2)])
+@pytest.mark.parametrize("r,p", [(24, 2), (32, 2), (32, 3), (64, 2)])
 def test_small_and_tap_sized_matrices_match_numpy(r, p):
   """The sizes of the taps at widths 0.25 to 1 (Gram matrices of 17 to 64), p = k + 1 for k = 1 and 2, on a batch
   of 128 with the real taps' decay: every matrix passes in one round, and the pairs are NumPy's."""
@@ -101,6 +101,41 @@ def test_small_and_tap_sized_matrices_match_numpy(r, p):
   assert eig.resolve("auto", r, p, "cpu") == "subspace"
   assert bool(jnp.all(eig.subspace_rounds(jnp.asarray(g), p, 1)[2]))
   check_pairs(g, *jax.jit(eig.top_eigh, static_argnums=1)(g, p), p, resolvable=p)
+
+
+@pytest.mark.parametrize("r", [16, 24, 64])
+def test_one_pair_by_power_iteration(r):
+  """p = 1 on a CPU (the teacher's pair at k = 1) is power iteration: on the real taps' separation (lam_2 / lam_1
+  <= 0.1) every matrix of a batch passes within POWER_STEPS with NumPy's pair; a flat batch takes `eigh`'s pairs
+  exactly (every pair kept), a single flat matrix alone; zero matrices give eigenvalue 0."""
+  assert eig.resolve("auto", r, 1, "cpu") == "power" and eig.resolve("auto", 8, 1, "cpu") == "eigh"
+  assert eig.resolve("auto", r, 1, "cuda") == ("subspace" if r > 32 else "eigh")
+  rng = np.random.default_rng(11)
+  lam = np.concatenate([[1.0], 0.1 * np.arange(1, r) ** -1.54])
+  g = gram_with_spectrum(rng, lam * (1 + 0.01 * rng.random(r)), batch=128).astype(np.float32)
+  out = jax.jit(eig._power, static_argnums=1)(jnp.asarray(g), 1)
+  assert not bool(out[4])  # no fallback: every matrix passed
+  check_pairs(g, out[0], out[1], 1, resolvable=1)
+  check_pairs(g, *jax.jit(eig.top_eigh, static_argnums=1)(g, 1), 1, resolvable=1)
+
+  flat = gram_with_spectrum(rng, 1 - 0.001 * np.arange(r), batch=16).astype(np.float32)
+  lam_f, w_f, lam_all, _, known = jax.jit(eig._power, static_argnums=1)(jnp.asarray(flat), 1)
+  ref = eig.full_eigh(jnp.asarray(flat), r)
+  assert bool(known)
+  np.testing.assert_array_equal(np.asarray(lam_f), np.asarray(ref[0][..., :1]))
+  np.testing.assert_array_equal(np.asarray(w_f), np.asarray(ref[1][..., :1]))
+  np.testing.assert_array_equal(np.asarray(lam_all), np.asarray(ref[0]))
+
+  mixed = np.concatenate([g[:7], flat[:1], g[8:16]])
+  lam_m, w_m, _, _, known = jax.jit(eig._power, static_argnums=1)(jnp.asarray(mixed), 1)
+  assert not bool(known)
+  ref = eig.full_eigh(jnp.asarray(mixed), 1)
+  np.testing.assert_array_equal(np.asarray(w_m[7]), np.asarray(ref[1][7]))
+  assert not np.array_equal(np.asarray(w_m), np.asarray(ref[1]))  # the others are power iteration's
+  check_pairs(mixed, lam_m, w_m, 1, resolvable=1)
+
+  lam_z, w_z = jax.jit(eig.top_eigh, static_argnums=1)(jnp.zeros((4, r, r)), 1)
+  assert np.all(np.asarray(lam_z) == 0) and bool(jnp.all(jnp.isfinite(w_z)))
 
 
 def test_few_failing_matrices_take_eigh_alone():
