@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The regime pair (all labels, seed 0: S-DNN and KD-SVD exact+mean) rerun with the CholeskyQR eigensolver
-# (subspace iteration, the teacher's single pair by power iteration, the flat-spectrum probe, the exact backward from every pair behind a full eigh and by conjugate
-# gradients behind subspace iteration), against the
-# committed runs of experiments/results/regime_runs/regime_cifar10 and the earlier rerun of
+# (subspace iteration, the teacher's single pair by power iteration, the flat-spectrum probe, the exact backward
+# from every pair behind a full eigh and by conjugate gradients behind subspace iteration), against the committed
+# runs of experiments/results/regime_runs/regime_cifar10 and the earlier rerun of
 # experiments/results/solver_check_runs/regime_cifar10 (experiments/results/README.md, "The subspace eigensolver does
 # not move results"). Both read the committed teacher's last checkpoint. Rerun to resume; finished runs are skipped.
 #
