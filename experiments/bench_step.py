@@ -18,7 +18,7 @@ weights). Cases:
                        the logit and attention baselines, 1-stage, their published options
   kd_svd_<mode>        KD-SVD (k = 1, 4 taps), svd_grad = kept_triplets | exact | released_code
                        for mode = paper | exact | sskd_code (the variants' names), 1-stage, the default eigensolver
-                       (distill.svd_solver = "auto": subspace iteration for Gram matrices above 32 x 32)
+                       (distill.svd_solver = "auto": svdkd_jax/eig.py says which solver each Gram matrix takes)
   kd_svd_<mode>@eigh   the same with svd_solver = "eigh" (a full eigendecomposition, kept pairs' backward)
   kd_svd_<mode>@before with `--before COMMIT`: the same step with that commit's svdkd_jax/svd.py (read with
                        `git show`), so the code before a change is timed in the same run as after it
@@ -129,7 +129,7 @@ def _config(case: str, args):
 
 
 def load_before(commit: str):
-  """`svdkd_jax/svd.py` as of `commit`, as a module with today's `truncated_svd` signature (None without git)."""
+  """`svdkd_jax/svd.py` as of `commit`, with today's `truncated_svd` signature and mode names (None without git)."""
   import importlib.util
   import subprocess
   import tempfile

@@ -19,19 +19,21 @@ load from other processes hits all alike. The last line is one JSON object.
 
 import argparse
 import functools
-import importlib.util
 import json
-import subprocess
+import pathlib
 import sys
-import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svdkd_jax import config_files
 from svdkd_jax import eig
 from svdkd_jax import svd
+
+# `--before`: that commit's svd.py under today's mode names (experiments/ is not a package).
+load_before = config_files.load_module(pathlib.Path(__file__).with_name("bench_step.py")).load_before
 
 SHAPES = [(16, 16, 64), (8, 8, 128), (4, 4, 256), (2, 2, 512), (32, 32, 64)]
 SOLVERS = ("eigh", "subspace")
@@ -68,22 +70,6 @@ def feature_maps(key, batch: int, hw: int, d: int, kind: str) -> jax.Array:
   return jnp.einsum("bir,r,bjr->bij", u, s, v)
 
 
-def load_before(commit: str):
-  """`svdkd_jax/svd.py` as of `commit`, imported as a module (None if git cannot show it)."""
-  try:
-    source = subprocess.run(["git", "show", f"{commit}:svdkd_jax/svd.py"], check=True, capture_output=True,
-                            text=True).stdout
-  except (OSError, subprocess.CalledProcessError):
-    return None
-  path = tempfile.NamedTemporaryFile("w", suffix="_svd_before.py", delete=False)
-  path.write(source)
-  path.close()
-  spec = importlib.util.spec_from_file_location("svd_before", path.name)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def gram(x: jax.Array) -> jax.Array:
   return (jnp.swapaxes(x, -1, -2) @ x) if x.shape[-2] >= x.shape[-1] else (x @ jnp.swapaxes(x, -1, -2))
 
@@ -106,9 +92,8 @@ def bench_shape(shape, kind: str, args, before) -> dict:
   methods = {f"{solver}/{mode}": functools.partial(svd.truncated_svd, grad_mode=mode, solver=solver)
              for solver in SOLVERS for mode in svd.GRAD_MODES}
   if before is not None:
-    # The same modes in the same order, under that commit's names.
-    methods.update({f"before/{mode}": functools.partial(before.truncated_svd, grad_mode=old_mode)
-                    for mode, old_mode in zip(svd.GRAD_MODES, before.GRAD_MODES)})
+    methods.update({f"before/{mode}": functools.partial(before.truncated_svd, grad_mode=mode)
+                    for mode in before.GRAD_MODES})
   methods["jnp.linalg.svd"] = linalg_svd_top
   # A sign-invariant loss on v, as KD-SVD's downstream loss is after alignment.
   grads = {name: jax.jit(jax.grad(lambda x, fn=fn: jnp.sum(weights * fn(x, args.k)[2] ** 2)))
