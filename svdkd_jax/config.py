@@ -318,6 +318,9 @@ def _check_tap_paths(config: ml_collections.ConfigDict) -> None:
         len(set(paths)) != len(paths)):
       raise ValueError(f"config.{key}={paths!r} must be a tuple of distinct submodule paths such as "
                        "('stage2', 'stage3'), or () for the network's own taps.")
+    if any("," in p for p in paths):  # a flag's "stage2,stage3" arrives as one path
+      raise ValueError(f"config.{key}={paths!r}: a path has a comma; on the command line give a tuple, e.g. "
+                       f"--config.{key}=\"('stage2', 'stage3')\".")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -49,6 +49,8 @@ def test_the_config_registers_a_logits_only_network_with_named_taps(my_resnet_co
      r"^config.distill.dkd_beta=2.0 is not read by distill.method='kd_svd' \(it reads k, beta, svd_grad, "
      r"loss_scale, svd_solver\)"),
     ({"model__taps": ("stage2", "stage2")}, r"^config.model.taps=\('stage2', 'stage2'\) must be a tuple of distinct"),
+    ({"model__taps": ("stage2,stage3",)},  # what --config.model.taps=stage2,stage3 gives
+     r"^config.model.taps=\('stage2,stage3',\): a path has a comma; on the command line give a tuple"),
 ])
 def test_tap_and_option_errors_are_one_line_before_anything_is_written(my_resnet_config, tmp_path, overrides, error):
   config = my_resnet_config("kd_svd_exact_mean,smoke")
