@@ -29,7 +29,7 @@ CHOICES = {
     "teacher.weights": ("trained", "random"),
     "distill.svd_grad": ("exact", "kept_triplets", "released_code"),
     "distill.loss_scale": ("sum", "mean"),
-    "distill.svd_solver": ("auto", "eigh", "subspace"),
+    "distill.svd_solver": ("auto", "eigh", "subspace", "lanczos"),
     "distill.teacher_images": ("same", "deranged"),
     "distill.mechanism": ("1stage", "2stage"),
     "combine.rule": ("clip_per_tensor", "rescale_per_tensor", "sum", "clip_global_norm"),
@@ -112,9 +112,9 @@ def _distill() -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
   # kd_svd: mean (per-image losses averaged over the batch; confirmed in the regime tables, README) | sum (summed, as
   # the released code: the paper's rows kd_svd, kd_svd_exact, kd_svd_sskd_code, kd_svd_2stage set it, recipes.py).
   distill.loss_scale = "mean"
-  # kd_svd's top-k eigensolver of the Gram matrices (svdkd_jax/eig.py): auto (subspace iteration for Gram matrices
-  # above 16 x 16 on a CPU and above 32 x 32 on accelerators, else eigh) | eigh | subspace. Results differ in the
-  # last bits.
+  # kd_svd's top-k eigensolver of the Gram matrices (svdkd_jax/eig.py): auto (on a CPU Lanczos for Gram matrices
+  # above 8 x 8, power iteration for one pair; on accelerators subspace iteration above 32 x 32; else eigh) | eigh |
+  # subspace | lanczos. Results differ in the last bits.
   distill.svd_solver = "auto"
   distill.temperature = 4.0  # soft_target, dkd
   distill.at_beta = 1000.0  # attention_transfer: the weight of its loss (the published 1000)

@@ -18,16 +18,23 @@ Solvers:
               most `MAX_ROUNDS`), each ended by the check (of the leading columns, else of a Rayleigh-Ritz step),
               run while more than a few matrices fail; those few then take "eigh" alone, and a batch still failing
               takes it as a whole.
-  "auto"      "subspace" where it pays, else "eigh": subspace for Gram matrices larger than `SUBSPACE_MIN_SIZE[cpu]`
-              on a CPU (jaxlib's CPU `eigh` is one LAPACK call per matrix) and `SUBSPACE_MIN_SIZE[other]` on
-              accelerators (their batched `eigh` kernels are faster below), when the block is smaller than the
-              matrix (docs/performance.md has the measurements behind both sizes). On a CPU a single pair (p = 1,
-              the teacher's with k = 1) of a matrix larger than `POWER_MIN_SIZE` takes "power" instead.
-  "power"     (p = 1, chosen by "auto") power iteration: steps of `q <- G q / ||G q||` from a fixed start, every one
-              a batched matvec, until every matrix passes the same residual check (at most `POWER_STEPS`); the
-              matrices that fail take `eigh` as in "subspace" (alone while few, else the whole batch). It converges
-              like (lam_2 / lam_1)^steps, and makes no per-matrix library call, where CholeskyQR and Rayleigh-Ritz
-              do: at 16 x 16 those cost as much as `eigh` itself.
+  "lanczos"   Lanczos with full reorthogonalisation: J = `lanczos_steps(r, p)` steps from a fixed start, each a
+              batched matvec and two Gram-Schmidt passes against the basis (matmuls), then the top p pairs of the
+              J x J tridiagonal by bisection and twisted factorisation, vectorised across the batch. No per-matrix
+              library call at all, where CholeskyQR, Rayleigh-Ritz and `eigh` make one each per matrix on a CPU.
+              The Krylov space holds every polynomial filter of degree < J, so pair p converges far faster than a
+              fixed block's (lam_{m+1} / lam_p)^steps; with J = r it is exact up to rounding, so every spectrum
+              passes at r <= J (ties inside the kept pairs aside). The same residual check follows, and the same
+              fallback (`eigh` alone while few failing matrices, else for the whole batch).
+  "auto"      the fastest checked solver by backend, chosen at lowering (docs/performance.md has the measurements):
+              on a CPU (jaxlib's CPU `eigh` is one LAPACK call per matrix) "lanczos" for Gram matrices larger than
+              `LANCZOS_MIN_SIZE`, and for a single pair (p = 1, the teacher's with k = 1) of a matrix larger than
+              `POWER_MIN_SIZE` "power"; on CUDA/TPU, whose batched `eigh` kernels are fast below, "subspace" for
+              matrices larger than `SUBSPACE_MIN_SIZE` when the block is smaller than the matrix. Else "eigh".
+  "power"     (p = 1, chosen by "auto" on a CPU) power iteration: steps of `q <- G q / ||G q||` from a fixed
+              start, every one a batched matvec, until every matrix passes the same residual check (at most
+              `POWER_STEPS`); the matrices that fail take `eigh` as in "subspace" (alone while few, else the whole
+              batch). It converges like (lam_2 / lam_1)^steps, which the teacher's well-separated pair makes fast.
 
 Backend-dependent choices are made when the program is lowered (`jax.lax.platform_dependent`), not from the machine
 that traces it: a step exported for CUDA on a CPU carries the CUDA choices.
@@ -39,17 +46,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SOLVERS = ("auto", "eigh", "subspace")
+SOLVERS = ("auto", "eigh", "subspace", "lanczos")
 EXTRA = 6  # block vectors beyond the p asked for: pair p converges like (lam_{p+EXTRA+1} / lam_p)^steps
 ITERATIONS = 8  # steps per round; real taps' spectra set it (docs/performance.md)
 MAX_ROUNDS = 3  # rounds of ITERATIONS steps before a batch falls back to "eigh"
 PROBE = 3  # steps after which a batch with more than a few flat spectra takes "eigh"
 RATE_MAX = 0.8  # a matrix whose estimated lam_m / lam_p exceeds this after PROBE steps counts as flat
 FEW = 1 / 16  # up to this share of a batch, failing matrices take "eigh" alone; beyond it the whole batch does
-# "auto" uses subspace iteration for Gram matrices larger than this (r x r), by backend.
-SUBSPACE_MIN_SIZE = {"cpu": 16, "other": 32}
+SUBSPACE_MIN_SIZE = 32  # "auto" on accelerators: subspace iteration for Gram matrices larger than this (r x r)
 POWER_MIN_SIZE = 8  # "auto" on a CPU: p = 1 of a Gram matrix larger than this by power iteration
 POWER_STEPS = 12  # the teacher's single pair passes within 4 at every real tap measured (docs/performance.md)
+LANCZOS_MIN_SIZE = 8  # "auto" on a CPU: p >= 2 pairs of a Gram matrix larger than this by Lanczos
+LANCZOS_STEPS = 14  # Lanczos steps beyond the p asked for (at most r); real taps' spectra set it (docs/performance.md)
 JACOBI_BATCHED_MAX = 32  # jaxlib's CUDA eigh batches matrices up to this size without being told to
 
 _einsum = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
@@ -62,15 +70,18 @@ def tolerance(dtype: jax.typing.DTypeLike) -> float:
 
 def resolve(solver: str, r: int, p: int, platform: str = "cpu") -> str:
   """The solver "auto" means on `platform` ("cpu" or an accelerator's name) for r x r matrices and p pairs ("eigh",
-  "subspace" or "power"); the others map to themselves."""
+  "subspace", "lanczos" or "power"); the others map to themselves."""
   if solver not in SOLVERS:
     raise ValueError(f"Unknown eigensolver {solver!r}; valid: {', '.join(SOLVERS)}.")
   if solver != "auto":
     return solver
   if platform == "cpu" and p == 1 and r > POWER_MIN_SIZE:
     return "power"
-  min_size = SUBSPACE_MIN_SIZE["cpu" if platform == "cpu" else "other"]
-  return "subspace" if r > min_size and p + EXTRA < r else "eigh"
+  if platform == "cpu" and r > LANCZOS_MIN_SIZE:
+    return "lanczos"
+  if platform == "cpu":
+    return "eigh"
+  return "subspace" if r > SUBSPACE_MIN_SIZE and p + EXTRA < r else "eigh"
 
 
 def eigh_everywhere(solver: str, r: int, p: int) -> bool:
@@ -98,7 +109,7 @@ def top_eigh(g: jax.Array, p: int, solver: str = "auto", *, every_pair: bool = F
     raise ValueError(f"top_eigh: p must satisfy 1 <= p <= r = {r}, got {p}.")
   lead = g.shape[:-2]
   g = g.reshape((-1, r, r))
-  solve = {"eigh": _every_pair, "subspace": _subspace, "power": _power}
+  solve = {"eigh": _every_pair, "subspace": _subspace, "power": _power, "lanczos": _lanczos}
   cpu, other = resolve(solver, r, p, "cpu"), resolve(solver, r, p, "other")
   if cpu == other:
     out = solve[cpu](g, p)
@@ -324,3 +335,129 @@ def subspace_eigh(g: jax.Array, p: int, *, iterations: int = ITERATIONS, max_rou
   lead, r = g.shape[:-2], g.shape[-1]
   lam, w = _subspace(g.reshape((-1, r, r)), p, iterations=iterations, max_rounds=max_rounds, extra=extra)[:2]
   return lam.reshape(lead + (p,)), w.reshape(lead + (r, p))
+
+
+def lanczos_steps(r: int, p: int) -> int:
+  """The Lanczos steps (Krylov dimension J) for p pairs of an r x r matrix: `min(r, p + LANCZOS_STEPS)`."""
+  return min(r, p + LANCZOS_STEPS)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))  # eagerly, its unrolled steps would compile op by op
+def lanczos_pairs(g: jax.Array, p: int, steps: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The top p pairs of `g [B, r, r]` by Lanczos with no fallback: `(lam [B, p], w [B, r, p], converged [B])`,
+  `converged` the residual check; `steps` Lanczos steps (default `lanczos_steps(r, p)`)."""
+  steps = lanczos_steps(g.shape[-1], p) if steps is None else steps
+  basis, alpha, beta = _lanczos_basis(g, steps)
+  w = _einsum("...jr,...jp->...rp", basis, _tridiagonal_top(alpha, beta, p)[1])
+  cols = []  # Gram-Schmidt of the Ritz vectors: close Ritz values leave them slightly non-orthogonal
+  for i in range(p):
+    c = w[..., i]
+    for prev in cols:
+      c = c - jnp.sum(prev * c, axis=-1, keepdims=True) * prev
+    norm = jnp.linalg.norm(c, axis=-1, keepdims=True)
+    cols.append(c / jnp.where(norm > 0, norm, 1))
+  w = jnp.stack(cols, axis=-1)
+  gw = _einsum("...rs,...sp->...rp", g, w)
+  lam = jnp.sum(w * gw, axis=-2)  # Rayleigh quotients: accurate to the square of the vectors' error
+  return lam, w, _passes(lam, w, gw)
+
+
+def _lanczos(g: jax.Array, p: int):
+  """`lanczos_pairs` with `full_eigh` for the matrices that fail the check, as `_every_pair` returns them."""
+  lam, w, ok = lanczos_pairs(g, p)
+  return _patch(g, p, lam, w, ok)
+
+
+def _orthogonalise(z: jax.Array, basis: jax.Array) -> jax.Array:
+  """`z [B, r]` minus its projection on the orthonormal rows of `basis [B, j, r]`, twice (classical Gram-Schmidt
+  repeated: orthogonal to working precision)."""
+  for _ in range(2):
+    z = z - _einsum("...jr,...j->...r", basis, _einsum("...jr,...r->...j", basis, z))
+  return z
+
+
+def _lanczos_basis(g: jax.Array, steps: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Lanczos tridiagonalisation with full reorthogonalisation, `steps` = J steps from a fixed start.
+
+  Returns `(basis [B, J, r], alpha [B, J], beta [B, J - 1])`: orthonormal rows Q with `Q G Q^T` the tridiagonal of
+  diagonal alpha and off-diagonal beta. Where the Krylov space of a matrix closes early (an invariant subspace: a
+  rank-deficient or zero G), the next row is a fixed direction orthogonalised against the basis and its beta is 0,
+  so the tridiagonal splits and its blocks' eigenpairs stay those of G.
+  """
+  b, r = g.shape[0], g.shape[-1]
+  starts = _start(r, r, jnp.dtype(g.dtype).name).T  # rows: orthonormal directions, row 0 the start
+  q = jnp.broadcast_to(jnp.asarray(starts[0]), (b, r))
+  rows, alpha, beta = [q], [], []
+  floor = r * float(jnp.finfo(g.dtype).eps) * jnp.max(jnp.abs(g), axis=(-2, -1))  # below it, beta is rounding
+  for j in range(steps):
+    z = _einsum("...rs,...s->...r", g, q)
+    alpha.append(jnp.sum(q * z, axis=-1))
+    if j == steps - 1:
+      break
+    basis = jnp.stack(rows, axis=1)
+    z = _orthogonalise(z, basis)
+    norm = jnp.linalg.norm(z, axis=-1)
+    closed = norm <= floor
+
+    def fresh(basis=basis, j=j):
+      f = _orthogonalise(jnp.broadcast_to(jnp.asarray(starts[j + 1]), (b, r)), basis)
+      return f / jnp.linalg.norm(f, axis=-1, keepdims=True)
+
+    new = jax.lax.cond(jnp.any(closed), fresh, lambda: jnp.zeros_like(z))
+    q = jnp.where(closed[:, None], new, z / jnp.where(closed, 1, norm)[:, None])
+    rows.append(q)
+    beta.append(jnp.where(closed, 0, norm))
+  return jnp.stack(rows, axis=1), jnp.stack(alpha, axis=-1), jnp.stack(beta, axis=-1)
+
+
+def _tridiagonal_top(alpha: jax.Array, beta: jax.Array, p: int) -> tuple[jax.Array, jax.Array]:
+  """The top p eigenpairs of symmetric tridiagonal matrices (diagonal `alpha [B, J]`, off-diagonal `beta [B, J-1]`),
+  vectorised across the batch with no library call: eigenvalues by bisection on Sturm counts, then each eigenvector
+  from the twisted factorisation of `T - theta I` at its best twist (Dhillon's), in O(J) per pair.
+
+  Returns `(theta [B, p]` descending, `y [B, J, p]` unit columns`)`."""
+  dtype = alpha.dtype
+  b, steps = alpha.shape
+  radius = jnp.pad(jnp.abs(beta), ((0, 0), (0, 1))) + jnp.pad(jnp.abs(beta), ((0, 0), (1, 0)))
+  lo = jnp.broadcast_to(jnp.min(alpha - radius, axis=-1, keepdims=True), (b, p))  # Gershgorin bounds
+  hi = jnp.broadcast_to(jnp.max(alpha + radius, axis=-1, keepdims=True), (b, p))
+  scale = jnp.maximum(jnp.abs(lo), jnp.abs(hi))[:, :1]
+  floor = float(jnp.finfo(dtype).eps) * jnp.where(scale > 0, scale, 1)  # smallest pivot magnitude
+  beta2 = jnp.square(beta)
+  below_kth = steps - 1 - jnp.arange(p)  # theta_k (k-th largest) >= x iff fewer than this + 1 are below x
+
+  def safe(d):
+    return jnp.where(jnp.abs(d) < floor, jnp.where(d < 0, -floor, floor), d)
+
+  def count_below(x):  # eigenvalues below x: the negative pivots of the LDL^T of T - x I
+    d = alpha[:, :1] - x
+    count = (d < 0).astype(jnp.int32)
+    for i in range(1, steps):
+      d = alpha[:, i:i + 1] - x - beta2[:, i - 1:i] / safe(d)
+      count += d < 0
+    return count
+
+  def bisect(_, bounds):
+    lo, hi = bounds
+    mid = (lo + hi) / 2
+    up = count_below(mid) <= below_kth
+    return jnp.where(up, mid, lo), jnp.where(up, hi, mid)
+
+  lo, hi = jax.lax.fori_loop(0, jnp.finfo(dtype).nmant + 4, bisect, (lo, hi))  # to below one ulp of the scale
+  theta = (lo + hi) / 2
+  shifted = alpha[:, :, None] - theta[:, None, :]  # [B, J, p]
+  off = beta[:, :, None]
+  top = [shifted[:, 0]]  # pivots of the top-down LDL^T
+  for i in range(1, steps):
+    top.append(shifted[:, i] - off[:, i - 1] ** 2 / safe(top[-1]))
+  bottom = [shifted[:, -1]]  # pivots of the bottom-up UDU^T
+  for i in range(steps - 2, -1, -1):
+    bottom.insert(0, shifted[:, i] - off[:, i] ** 2 / safe(bottom[0]))
+  twist = jnp.argmin(jnp.abs(jnp.stack(top, 1) + jnp.stack(bottom, 1) - shifted), axis=1)  # [B, p]
+  y = [jnp.ones_like(theta)] * steps
+  for i in range(steps - 2, -1, -1):  # above the twist, from the top-down factors
+    y[i] = jnp.where(i < twist, -off[:, i] / safe(top[i]) * y[i + 1], y[i])
+  for i in range(1, steps):  # below it, from the bottom-up ones
+    y[i] = jnp.where(i > twist, -off[:, i - 1] / safe(bottom[i]) * y[i - 1], y[i])
+  y = jnp.stack(y, axis=1)
+  return theta, y / jnp.linalg.norm(y, axis=1, keepdims=True)

@@ -60,11 +60,11 @@ def test_subspace_matches_numpy_on_decaying_spectra(dtype):
 
 @pytest.mark.parametrize("case", ["tie_at_p", "tiny_gap_at_p", "tie_in_kept", "rank_deficient", "all_zero",
                                   "dynamic_range_1e6"])
-@pytest.mark.parametrize("solver,r", [("subspace", 48), ("eigh", 48), ("auto", 24)])
+@pytest.mark.parametrize("solver,r", [("subspace", 48), ("eigh", 48), ("lanczos", 48), ("auto", 16), ("auto", 24)])
 def test_hard_spectra(case, solver, r):
   """Ties and tiny gaps at the truncation (k+1 vs k+2), ties inside the kept pairs, rank-deficient and all-zero
   matrices, and singular values spanning 1e6 (eigenvalues 1e12): pairs stay exact where they are determined.
-  r = 24 is a small Gram matrix, which "auto" gives to subspace iteration on a CPU."""
+  "auto" gives r = 16 and 24 to Lanczos on a CPU: with J = r and with J < r steps."""
   rng = np.random.default_rng(1)
   p = 2
   base = 0.6 ** np.arange(r)
@@ -94,12 +94,14 @@ def test_hard_spectra(case, solver, r):
 @pytest.mark.parametrize("r,p", [(24, 2), (32, 2), (32, 3), (64, 2)])
 def test_small_and_tap_sized_matrices_match_numpy(r, p):
   """The sizes of the taps at widths 0.25 to 1 (Gram matrices of 17 to 64), p = k + 1 for k = 1 and 2, on a batch
-  of 128 with the real taps' decay: every matrix passes in one round, and the pairs are NumPy's."""
+  of 128 with the real taps' decay: every matrix passes Lanczos's check (the CPU's choice) and one round of
+  subspace iteration (the accelerators'), with no fallback, and the pairs are NumPy's."""
   rng = np.random.default_rng(10)
   g = gram_with_spectrum(rng, np.arange(1, r + 1) ** -1.54 * (1 + 0.1 * rng.random(r)), batch=128)
   g = g.astype(np.float32)
-  assert eig.resolve("auto", r, p, "cpu") == "subspace"
+  assert eig.resolve("auto", r, p, "cpu") == "lanczos"
   assert bool(jnp.all(eig.subspace_rounds(jnp.asarray(g), p, 1)[2]))
+  assert bool(jnp.all(jax.jit(eig.lanczos_pairs, static_argnums=1)(jnp.asarray(g), p)[2]))
   check_pairs(g, *jax.jit(eig.top_eigh, static_argnums=1)(g, p), p, resolvable=p)
 
 
@@ -173,6 +175,76 @@ def test_a_flat_batch_takes_eigh_after_the_probe(r):
   assert int(jnp.sum(eig._too_flat(q, jnp.asarray(decaying) @ q, 2))) == 0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tridiagonal_top_pairs_match_numpy(dtype):
+  """Bisection and twisted factorisation against NumPy's float64 `eigh` of the dense tridiagonal: random ones, one
+  split by a zero off-diagonal (two blocks), one with a repeated diagonal, and the zero matrix."""
+  rng = np.random.default_rng(5)
+  steps, p = 12, 3
+  alpha = rng.standard_normal((6, steps)) + 4
+  beta = rng.standard_normal((6, steps - 1))
+  beta[1, 5] = 0
+  alpha[2] = 1.0
+  alpha[3], beta[3] = 0, 0
+  dense = np.zeros((6, steps, steps))
+  i = np.arange(steps)
+  dense[:, i, i] = alpha
+  dense[:, i[:-1], i[1:]] = dense[:, i[1:], i[:-1]] = beta
+  ref_lam, ref_y = np.linalg.eigh(dense)
+  ref_lam, ref_y = ref_lam[:, ::-1][:, :p], ref_y[:, :, ::-1][:, :, :p]
+  with jax.enable_x64(dtype == np.float64):
+    theta, y = jax.jit(eig._tridiagonal_top, static_argnums=2)(alpha.astype(dtype), beta.astype(dtype), p)
+  eps = float(np.finfo(dtype).eps)
+  theta, y = np.asarray(theta, np.float64), np.asarray(y, np.float64)
+  np.testing.assert_allclose(theta, ref_lam, atol=16 * eps * np.max(np.abs(dense)))
+  resolved = np.r_[0, 1, 2, 4, 5]  # row 3 is zero: every vector is an eigenvector
+  cos = np.abs(np.einsum("bjp,bjp->bp", y[resolved], ref_y[resolved]))
+  assert np.all(cos >= 1 - 1e3 * eps), cos.min()
+  np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1, atol=8 * eps)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, pytest.param(np.float64, marks=pytest.mark.slow)])
+def test_lanczos_matches_numpy_on_decaying_spectra(dtype):
+  rng = np.random.default_rng(0)
+  g = gram_with_spectrum(rng, 0.7 ** np.arange(64)).astype(dtype)
+  with jax.enable_x64(dtype == np.float64):
+    for p in (1, 2, 5):
+      out = jax.jit(eig.top_eigh, static_argnums=(1, 2))(g, p, "lanczos")
+      assert out[0].dtype == dtype
+      check_pairs(g, *out, p, resolvable=p)
+      if dtype == np.float32:  # no fallback involved
+        assert bool(jnp.all(jax.jit(eig.lanczos_pairs, static_argnums=1)(jnp.asarray(g), p)[2]))
+
+
+@pytest.mark.parametrize("r", [16, 24, 64])
+def test_lanczos_on_flat_spectra(r):
+  """ReLU noise (a flat bulk after the first pair): with J = r Krylov steps (r = 16) every matrix converges; with
+  J < r they fail the check and the batch gets `eigh`'s pairs exactly. A single flat matrix among decaying ones
+  takes `eigh` alone."""
+  rng = np.random.default_rng(3)
+  x = np.maximum(rng.standard_normal((64, 4 * r, r)), 0).astype(np.float32)
+  g = jnp.asarray(np.einsum("bmi,bmj->bij", x, x))
+  converged = jax.jit(eig.lanczos_pairs, static_argnums=1)(g, 2)[2]
+  lam, w, _, _, known = jax.jit(eig._lanczos, static_argnums=1)(g, 2)
+  if r <= eig.lanczos_steps(r, 2):
+    assert bool(jnp.all(converged)) and not bool(known)
+    check_pairs(np.asarray(g), lam, w, 2, resolvable=1)
+  else:
+    assert int(jnp.sum(~converged)) > eig._few(64) and bool(known)
+    ref = eig.full_eigh(g, 2)
+    np.testing.assert_array_equal(np.asarray(lam), np.asarray(ref[0]))
+    np.testing.assert_array_equal(np.asarray(w), np.asarray(ref[1]))
+    easy = gram_with_spectrum(rng, 0.5 ** np.arange(r), batch=15).astype(np.float32)
+    bad = int(np.flatnonzero(~np.asarray(converged))[0])
+    mixed = jnp.asarray(np.concatenate([easy[:7], np.asarray(g[bad:bad + 1]), easy[7:]]))
+    assert np.flatnonzero(~np.asarray(eig.lanczos_pairs(mixed, 2)[2])).tolist() == [7]
+    lam, w, _, _, known = jax.jit(eig._lanczos, static_argnums=1)(mixed, 2)
+    ref = eig.full_eigh(mixed, 2)
+    assert not bool(known)
+    np.testing.assert_array_equal(np.asarray(w[7]), np.asarray(ref[1][7]))
+    check_pairs(np.asarray(mixed), lam, w, 2, resolvable=1)
+
+
 def test_orthonormalise_spans_ill_conditioned_and_zero_blocks():
   """CholeskyQR of the column-scaled block: orthonormal after two passes even with two nearly parallel columns
   and a 1e3 spread of column norms, the span kept; a zero block stays finite."""
@@ -191,13 +263,14 @@ def test_orthonormalise_spans_ill_conditioned_and_zero_blocks():
 
 def test_auto_rule_and_errors():
   assert eig.resolve("auto", 64, 2, "cuda") == "subspace" and eig.resolve("auto", 32, 2, "cuda") == "eigh"
-  assert eig.resolve("auto", 32, 2, "cpu") == "subspace" and eig.resolve("auto", 16, 2, "cpu") == "eigh"
-  assert eig.resolve("auto", 8, 2) == "eigh"  # the block would be the whole matrix
-  assert eig.resolve("eigh", 64, 2) == "eigh"
-  with pytest.raises(ValueError, match="valid: auto, eigh, subspace"):
-    eig.resolve("lanczos", 64, 2)
+  assert eig.resolve("auto", 32, 2, "cpu") == "lanczos" and eig.resolve("auto", 9, 2, "cpu") == "lanczos"
+  assert eig.resolve("auto", 8, 2) == "eigh" and eig.resolve("auto", 8, 1) == "eigh"
+  assert eig.resolve("eigh", 64, 2) == "eigh" and eig.resolve("subspace", 16, 2) == "subspace"
+  assert eig.eigh_everywhere("auto", 8, 2) and not eig.eigh_everywhere("auto", 16, 2)
+  with pytest.raises(ValueError, match="valid: auto, eigh, subspace, lanczos"):
+    eig.resolve("arnoldi", 64, 2)
   with pytest.raises(ValueError, match="solver"):
-    svd.truncated_svd(jnp.ones((4, 3)), 1, solver="lanczos")
+    svd.truncated_svd(jnp.ones((4, 3)), 1, solver="arnoldi")
 
 
 def _cuda_calls(fn, *shapes) -> list[str]:
@@ -240,8 +313,8 @@ def real_taps():
 
 @pytest.mark.slow
 def test_real_taps_converge_in_one_round_and_match_numpy(real_taps):
-  """Nearly every real tap passes the residual check after one round (the rest take more rounds or `eigh`), and the
-  solver's pairs match NumPy's on all of them."""
+  """Nearly every real tap passes the residual check after one round of subspace iteration (the rest take more rounds
+  or `eigh`), every one passes Lanczos's, and both solvers' pairs match NumPy's on all of them."""
   for tap in real_taps:
     b, h, w, d = tap.shape
     m = tap.reshape(b, h * w, d)
@@ -253,6 +326,8 @@ def test_real_taps_converge_in_one_round_and_match_numpy(real_taps):
       converged = eig.subspace_rounds(jnp.asarray(g), p, 1)[2]
       assert float(jnp.mean(converged)) >= 0.95, (tap.shape, p)
       check_pairs(g, *eig.subspace_eigh(jnp.asarray(g), p), p)
+      assert bool(jnp.all(eig.lanczos_pairs(jnp.asarray(g), p)[2])), (tap.shape, p)  # Lanczos: no fallback
+      check_pairs(g, *eig.top_eigh(jnp.asarray(g), p, "lanczos"), p)
 
 
 # ---------------------------------------------------------------------------------------------------------------
