@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # KD-SVD on one GPU, in under 8 minutes: one JSON line per check on stdout (and in OUT/checks.jsonl).
 #   1. devices        what JAX sees
-#   2. bench_svd      full-width tap shapes, batch 128, k = 2: default eigh, Jacobi eigh, the subspace solver
-#                     (forward), and fwd+bwd of truncated_svd per solver and grad mode against jnp.linalg.svd
+#   2. bench_svd      full-width tap shapes, batch 128, k = 2: default eigh, Jacobi eigh, the subspace and Lanczos
+#                     solvers (forward), and fwd+bwd of truncated_svd per solver and grad mode against jnp.linalg.svd
 #   3. bench_step     width 1.0, batch 128: every case of experiments/bench_step.py (images/s, time vs the floor)
 #   4. epoch_student  the trainer on the paper VGG student at width 1.0 for 391 steps (one CIFAR epoch at batch
 #                     128) on the bundled digits upsampled to 32x32, with its images/s

@@ -121,7 +121,7 @@ def _config(case: str, args):
   config = config_files.get_config(f"{os.path.join(os.path.dirname(__file__), '..', 'configs', 'cifar100_vgg.py')}:{variant}")
   config.model.width = config.teacher.width = args.width
   config.train.batch_size = args.batch
-  if solver in ("eigh", "subspace"):
+  if solver in ("eigh", "subspace", "lanczos"):
     config.distill.svd_solver = solver
   if solver == "bf16":
     config.train.compute_dtype = "bfloat16"
@@ -233,7 +233,7 @@ def step_runs(cases: list[str], args, mesh, batch,
 def loss_breakdown(args, rounds: int, mesh, batch) -> dict[str, float]:
   """Milliseconds per step of the KD-SVD loss's parts on the untrained pair's taps of the step's batch (docstring).
 
-  Network taps, not noise: ReLU noise has a flat spectrum, on which the subspace solver falls back to `eigh`."""
+  Network taps, not noise: ReLU noise has a flat spectrum, on which the iterative solvers fall back to `eigh`."""
   import jax
   import jax.numpy as jnp
   from svdkd_jax import distill, eig, input_pipeline, networks, svd, train

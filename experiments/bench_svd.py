@@ -5,15 +5,16 @@ r"""Benchmark `svdkd_jax.svd.truncated_svd` per eigensolver against differentiat
 
 For each tapped shape of the paper's VGG pair at full width (and 32x32x64), batch 128, k = 2 (what KD-SVD asks of
 the student: k + 1 candidates with one distilled vector):
-  fwd+bwd ms   of truncated_svd for each solver ("eigh", "subspace") and grad mode, and of `jnp.linalg.svd`
+  fwd+bwd ms   of truncated_svd for each solver ("eigh", "subspace", "lanczos") and grad mode, and of `jnp.linalg.svd`
                differentiated by JAX; with `--before COMMIT`, also of that commit's `svdkd_jax/svd.py` (read with
                `git show`, so old and new are timed in one run)
   x            jnp.linalg.svd's time / this one's (> 1 is faster)
   fwd ms       the Gram matrices' top-k alone: `eigh` as jaxlib lowers it by default, `eigh` forced to Jacobi, and
-               the subspace solver (on CUDA the default sends each matrix above 32 x 32 to its own solver call)
+               the subspace and Lanczos solvers (on CUDA the default sends each matrix above 32 x 32 to its own
+               solver call)
 Inputs: `taplike` maps have the singular-value decay of real taps (s_i ~ i^-0.77, which gives lam_9 / lam_2 = 0.1,
 the median of experiments/results/tap_spectra.json); `relu` maps are random ReLU noise, whose flat bulk makes the
-subspace solver fall back to `eigh` (its worst case). Every method is timed round-robin (median of `--repeats`), so
+iterative solvers fall back to `eigh` (their worst case). Every method is timed round-robin (median of `--repeats`), so
 load from other processes hits all alike. The last line is one JSON object.
 """
 
@@ -36,7 +37,7 @@ from svdkd_jax import svd
 load_before = config_files.load_module(pathlib.Path(__file__).with_name("bench_step.py")).load_before
 
 SHAPES = [(16, 16, 64), (8, 8, 128), (4, 4, 256), (2, 2, 512), (32, 32, 64)]
-SOLVERS = ("eigh", "subspace")
+SOLVERS = ("eigh", "subspace", "lanczos")
 
 
 def linalg_svd_top(x: jax.Array, k: int):
@@ -75,10 +76,12 @@ def gram(x: jax.Array) -> jax.Array:
 
 
 def eigh_forwards(k: int) -> dict:
-  """The Gram matrix's top-k by the default `eigh` lowering, by Jacobi `eigh`, and by the subspace solver."""
+  """The Gram matrix's top-k by the default `eigh` lowering, by Jacobi `eigh`, and by the subspace and Lanczos
+  solvers."""
   jacobi = jax.lax.linalg.EighImplementation.JACOBI
   out = {"eigh default": lambda x: jnp.linalg.eigh(gram(x))[1][..., -k:],
-         "subspace": lambda x: eig.subspace_eigh(gram(x), k)[1]}
+         "subspace": lambda x: eig.subspace_eigh(gram(x), k)[1],
+         "lanczos": lambda x: eig.top_eigh(gram(x), k, "lanczos")[1]}
   if jax.default_backend() != "cpu":  # jaxlib's CPU eigh has no Jacobi implementation
     out["eigh jacobi"] = lambda x: jax.lax.linalg.eigh(gram(x), implementation=jacobi)[0][..., -k:]
   return {name: jax.jit(fn) for name, fn in out.items()}

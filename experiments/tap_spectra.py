@@ -1,4 +1,4 @@
-r"""The Gram spectra of real tapped feature maps: what sets the subspace solver's iteration count (svdkd_jax/eig.py).
+r"""The Gram spectra of real tapped feature maps: what sets the eigensolvers' step counts (svdkd_jax/eig.py).
 
   python experiments/tap_spectra.py RUN_WORKDIR [RUN_WORKDIR ...] [--images 512] [--json OUT.json]
 
@@ -11,6 +11,8 @@ in float64 (NumPy). For p = 1 (the teacher's kept pair) and p = 2 (the student's
   converged          per step count (3 to 8), the fraction of matrices whose kept pairs pass eig's residual check
                      after one round of that many steps (float32, as in training); a batch with any failure takes
                      another round, so eig.ITERATIONS is the smallest count that every real tap passes
+  lanczos converged  per Lanczos step count J (8 to 24, at most the Gram size), the fraction of matrices whose kept
+                     pairs pass the same check (eig.lanczos_pairs, float32): eig.LANCZOS_STEPS sets J = p + 14
   cg solved          (p = 2, the student's pairs) per step count, the fraction of the exact backward's resolvent
                      systems (svd._cg_solve, a random right-hand side, float32) whose solution passes svd._solved;
                      a batch with any failure takes the Cholesky fallback, so svd.CG_MAX_STEPS must cover every tap
@@ -72,11 +74,14 @@ def spectrum_stats(tap: np.ndarray) -> dict:
     g32 = jnp.asarray(gram / np.max(np.abs(m), axis=(1, 2))[:, None, None] ** 2, jnp.float32)  # as svd.py scales
     converged = {str(steps): round(float(jnp.mean(eig.subspace_rounds(g32, p, 1, iterations=steps)[2])), 4)
                  for steps in (3, 4, 5, 6, 8)} if gram.shape[-1] > p + eig.EXTRA else None
+    lanczos = {str(j): round(float(jnp.mean(eig.lanczos_pairs(g32, p, j)[2])), 4)
+               for j in (8, 12, 16, 20, 24) if j <= gram.shape[-1]} if gram.shape[-1] > eig.LANCZOS_MIN_SIZE else None
     solved = _cg_solved(g32, p) if p == 2 else None
     out[f"p{p}"] = {"gap_ratio": {str(q): round(float(np.percentile(gap, q)), 4) for q in PERCENTILES},
                     "convergence_ratio": {str(q): round(float(np.percentile(conv, q)), 4) for q in PERCENTILES},
                     "steps_for_1e-6": {str(q): int(np.percentile(steps, q)) for q in PERCENTILES},
-                    "converged_in_one_round_by_steps": converged, "cg_solved_by_steps": solved}
+                    "converged_in_one_round_by_steps": converged, "lanczos_converged_by_steps": lanczos,
+                    "cg_solved_by_steps": solved}
   return out
 
 
@@ -121,7 +126,8 @@ def main(argv=None) -> int:
       print(json.dumps(row), flush=True)
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps({"images": args.images, "extra": eig.EXTRA,
-                                                   "iterations": eig.ITERATIONS, "rows": results}, indent=1) + "\n")
+                                                   "iterations": eig.ITERATIONS, "lanczos_steps": eig.LANCZOS_STEPS,
+                                                   "rows": results}, indent=1) + "\n")
   return 0
 
 

@@ -10,7 +10,8 @@ Solvers:
               steps of `Q <- orthonormalise(G Q)` (CholeskyQR of the [r, m] block), then a Rayleigh-Ritz step (an
               m x m `eigh`). Each matrix is then checked: every kept pair must have a residual
               `||G w - lam w|| <= tolerance * lam_1`, which bounds its error by what `eigh` itself achieves in this
-              precision (residual / gap), and the kept vectors must be orthonormal. Pair p converges like (lam_{m+1} / lam_p)^steps.
+              precision (residual / gap), and the kept vectors must be orthonormal. Pair p converges like
+              (lam_{m+1} / lam_p)^steps.
               The first round stops as soon as the block's leading p columns pass the check on their own (a top p
               well separated from the rest, as a teacher's single pair), and after `PROBE` steps if the spectra
               are too flat to converge (more than a few matrices with `lam_m / lam_p > RATE_MAX`, read off the

@@ -4,9 +4,9 @@ A tapped feature map `[B, H, W, D]` is reshaped per sample to `M: [HW, D]`, `r =
 `M = U S V^T`. KD-SVD distils the top right singular vectors `v_1..v_k` (channel space).
 
 Forward (all modes): the top k eigenpairs of the smaller Gram matrix (`M^T M` if HW >= D else `M M^T`) from
-`eig.top_eigh` (checked subspace iteration built from matmuls where it pays, else `eigh`; svdkd_jax/eig.py), then the
-other factor and `s` from one product with `M` (`s_i = ||M v_i||` or `||M^T u_i||`, more accurate for small `s_i`
-than `sqrt(eigenvalue)`). Accuracy of the Gram route falls with the squared condition number, so only the top
+`eig.top_eigh` (checked Lanczos or subspace iteration built from matmuls where it pays, else `eigh`;
+svdkd_jax/eig.py), then the other factor and `s` from one product with `M` (`s_i = ||M v_i||` or `||M^T u_i||`,
+more accurate for small `s_i` than `sqrt(eigenvalue)`). Accuracy of the Gram route falls with the squared condition number, so only the top
 triplets are accurate when the trailing spectrum is tiny; tests/test_svd.py checks the top-k against NumPy.
 
 Sign convention: the largest-magnitude entry of each `v_i` is positive (on an exact tie between `+a` and `-a` the
@@ -67,8 +67,8 @@ def truncated_svd(
     x: `[..., HW, D]` matrices (leading batch dims allowed); bfloat16/float16/integer inputs are upcast to float32.
     k: number of triplets, `1 <= k <= min(HW, D)` (static).
     grad_mode: one of `GRAD_MODES`, see the module docstring.
-    solver: the Gram matrix's top-k eigensolver, one of `eig.SOLVERS` ("auto": subspace iteration where it pays,
-      else `eigh`; see svdkd_jax/eig.py).
+    solver: the Gram matrix's top-k eigensolver, one of `eig.SOLVERS` ("auto": Lanczos or subspace iteration where
+      it pays, else `eigh`; see svdkd_jax/eig.py).
 
   Returns:
     `(u, s, v)`: `u [..., HW, k]`, `s [..., k]` descending, `v [..., D, k]` with `v[..., :, i]` the i-th right
