@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The regime pair (all labels, seed 0: S-DNN and KD-SVD exact+mean) rerun on the current eigensolver, against the
 # committed runs of experiments/results/regime_runs/regime_cifar10 and the earlier reruns under
-# experiments/results/solver_check_runs (experiments/results/README.md, "The subspace eigensolver does not move
+# experiments/results/solver_check_runs (experiments/results/README.md, "The iterative eigensolvers do not move
 # results"): regime_cifar10 (the first subspace solver), cholesky_qr (CholeskyQR subspace iteration, power
-# iteration for the teacher's pair, conjugate gradients in the exact backward) and lanczos (the default CPU solver
-# since: Lanczos for the student's pairs above 8 x 8). Both read the committed teacher's last checkpoint. Rerun to
+# iteration for the teacher's pair, conjugate gradients in the exact backward) and lanczos (the current CPU solver:
+# Lanczos for the student's pairs above 8 x 8). Both read the committed teacher's last checkpoint. Rerun to
 # resume; finished runs are skipped.
 #
 #   experiments/run_solver_check.sh [ROOT]    (default experiments/results/solver_check_runs/lanczos)
