@@ -125,7 +125,8 @@ def main(argv=None) -> int:
       results.append(row)
       print(json.dumps(row), flush=True)
   if args.json:
-    pathlib.Path(args.json).write_text(json.dumps({"images": args.images, "extra": eig.EXTRA,
+    command = " ".join(["python experiments/tap_spectra.py", *(sys.argv[1:] if argv is None else argv)])
+    pathlib.Path(args.json).write_text(json.dumps({"command": command, "images": args.images, "extra": eig.EXTRA,
                                                    "iterations": eig.ITERATIONS, "lanczos_steps": eig.LANCZOS_STEPS,
                                                    "rows": results}, indent=1) + "\n")
   return 0
