@@ -25,10 +25,8 @@ Solvers:
               library call at all, where CholeskyQR, Rayleigh-Ritz and `eigh` make one each per matrix on a CPU.
               The Krylov space holds every polynomial filter of degree < J, so pair p converges far faster than a
               fixed block's (lam_{m+1} / lam_p)^steps; with J = r it is exact up to rounding, so every spectrum
-              passes at r <= J (ties inside the kept pairs aside). The same residual check follows. Where more
-              than a few matrices fail and r <= 2 J, Lanczos continues to r steps (the whole space), which costs
-              a fraction of `eigh` there; then the same fallback (`eigh` alone while few failing matrices, else
-              for the whole batch).
+              passes at r <= J (ties inside the kept pairs aside). The same residual check follows, and the same
+              fallback (`eigh` alone while few failing matrices, else for the whole batch).
   "auto"      the fastest checked solver by backend, chosen at lowering (docs/performance.md has the measurements):
               on a CPU (jaxlib's CPU `eigh` is one LAPACK call per matrix) "lanczos" for Gram matrices larger than
               `LANCZOS_MIN_SIZE`, and for a single pair (p = 1, the teacher's with k = 1) of a matrix larger than
@@ -350,30 +348,22 @@ def lanczos_pairs(g: jax.Array, p: int, steps: int | None = None) -> tuple[jax.A
   """The top p pairs of `g [B, r, r]` by Lanczos with no fallback: `(lam [B, p], w [B, r, p], converged [B])`,
   `converged` the residual check; `steps` Lanczos steps (default `lanczos_steps(r, p)`)."""
   steps = lanczos_steps(g.shape[-1], p) if steps is None else steps
-  return _ritz_pairs(g, _lanczos_extend(g, _lanczos_start(g), steps, resumable=False), p)
+  return _ritz_pairs(g, _lanczos_steps(g, steps), p)
 
 
 def _lanczos(g: jax.Array, p: int):
-  """`lanczos_pairs`, then, where more than a few matrices fail and r <= 2 J, Lanczos continued to the whole space
-  (r steps, where every spectrum converges: a flat batch costs about 2 J steps, not `eigh`), then `full_eigh` for
-  the matrices still failing; as `_every_pair` returns them."""
-  r = g.shape[-1]
-  steps = lanczos_steps(r, p)
-  continues = steps < r <= 2 * steps
-  state = _lanczos_extend(g, _lanczos_start(g), steps, resumable=continues)
-  lam, w, ok = _ritz_pairs(g, state, p)
-  if continues:
-    whole_space = lambda: _ritz_pairs(g, _lanczos_extend(g, state, r, resumable=False), p)  # noqa: E731
-    lam, w, ok = jax.lax.cond(jnp.sum(~ok) > _few(g.shape[0]), whole_space, lambda: (lam, w, ok))
+  """`lanczos_pairs` with `full_eigh` for the matrices that fail the check, as `_every_pair` returns them."""
+  lam, w, ok = lanczos_pairs(g, p)
   return _patch(g, p, lam, w, ok)
 
 
 def _ritz_pairs(g: jax.Array, state: tuple, p: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """The top p Ritz pairs of the Lanczos `state` (its J steps), checked: `(lam [B, p], w [B, r, p], ok [B])`."""
+  """The top p Ritz pairs of the Lanczos `state` (`_lanczos_steps`), checked: `(lam [B, p], w [B, r, p], ok [B])`."""
   rows, alpha, beta = state
-  steps = len(alpha)
-  basis = jnp.stack(rows[:steps], axis=1)  # [B, J, r]
-  y = _tridiagonal_top(jnp.stack(alpha, axis=-1), jnp.stack(beta[:steps - 1], axis=-1), p)[1]
+  basis = jnp.stack(rows, axis=1)  # [B, J, r]
+  alpha = jnp.stack(alpha, axis=-1)
+  beta = jnp.stack(beta, axis=-1) if beta else jnp.zeros(alpha.shape[:1] + (0,), alpha.dtype)
+  y = _tridiagonal_top(alpha, beta, p)[1]
   w = _einsum("...jr,...jp->...rp", basis, y)
   cols = []  # Gram-Schmidt of the Ritz vectors: close Ritz values leave them slightly non-orthogonal
   for i in range(p):
@@ -396,42 +386,29 @@ def _orthogonalise(z: jax.Array, basis: jax.Array) -> jax.Array:
   return z
 
 
-def _lanczos_start(g: jax.Array) -> tuple[list, list, list]:
-  """The Lanczos state before its first step: `(rows, alpha, beta)` = `([q_0 [B, r]], [], [])`, a fixed start."""
-  r = g.shape[-1]
-  return [jnp.broadcast_to(jnp.asarray(_start(r, r, jnp.dtype(g.dtype).name)[:, 0]), g.shape[:1] + (r,))], [], []
+def _lanczos_steps(g: jax.Array, steps: int) -> tuple[list, list, list]:
+  """Lanczos tridiagonalisation of `g [B, r, r]` with full reorthogonalisation, `steps` = J steps from a fixed start.
 
-
-def _lanczos_extend(g: jax.Array, state: tuple, steps: int, *, resumable: bool) -> tuple[list, list, list]:
-  """Lanczos tridiagonalisation with full reorthogonalisation, continued from `state` to `steps` = J steps.
-
-  The state is `(rows, alpha, beta)`: orthonormal rows `q_j [B, r]` with `Q G Q^T` the tridiagonal of diagonal
-  `alpha_j [B]` and off-diagonal `beta_j [B]`; J steps give J alphas, J - 1 betas and, if `resumable`, the next row
-  and beta too. Where the Krylov space of a matrix closes early (an invariant subspace: a rank-deficient or zero G),
-  the next row is a fixed direction orthogonalised against the basis and its beta is 0, so the tridiagonal splits
-  and its blocks' eigenpairs stay those of G.
+  Returns `(rows, alpha, beta)`: J orthonormal rows `q_j [B, r]` with `Q G Q^T` the tridiagonal of diagonal
+  `alpha_j [B]` (J of them) and off-diagonal `beta_j [B]` (J - 1). Where the Krylov space of a matrix closes early
+  (an invariant subspace, as in a rank-deficient or zero G), its later rows are 0 and so are their alphas and betas:
+  the tridiagonal splits, and its top block's eigenpairs are still G's (pairs beyond that block get zero vectors,
+  which fail the residual check and take `eigh`).
   """
-  rows, alpha, beta = (list(part) for part in state)
-  b, r = g.shape[0], g.shape[-1]
-  directions = _start(r, r, jnp.dtype(g.dtype).name).T  # fixed orthonormal rows, row 0 the start
+  r = g.shape[-1]
+  q = jnp.broadcast_to(jnp.asarray(_start(r, r, jnp.dtype(g.dtype).name)[:, 0]), g.shape[:1] + (r,))
+  rows, alpha, beta = [q], [], []
   floor = r * float(jnp.finfo(g.dtype).eps) * jnp.max(jnp.abs(g), axis=(-2, -1))  # below it, beta is rounding
-  for j in range(len(alpha), steps):
-    q = rows[j]
+  for j in range(steps):
     z = _einsum("...rs,...s->...r", g, q)
     alpha.append(jnp.sum(q * z, axis=-1))
-    if j + 1 == r or (j + 1 == steps and not resumable):
+    if j + 1 == steps:
       break
-    basis = jnp.stack(rows, axis=1)
-    z = _orthogonalise(z, basis)
+    z = _orthogonalise(z, jnp.stack(rows, axis=1))
     norm = jnp.linalg.norm(z, axis=-1)
     closed = norm <= floor
-
-    def fresh(basis=basis, j=j):
-      f = _orthogonalise(jnp.broadcast_to(jnp.asarray(directions[j + 1]), (b, r)), basis)
-      return f / jnp.linalg.norm(f, axis=-1, keepdims=True)
-
-    new = jax.lax.cond(jnp.any(closed), fresh, lambda: jnp.zeros_like(z))
-    rows.append(jnp.where(closed[:, None], new, z / jnp.where(closed, 1, norm)[:, None]))
+    q = jnp.where(closed[:, None], 0, z / jnp.where(closed, 1, norm)[:, None])
+    rows.append(q)
     beta.append(jnp.where(closed, 0, norm))
   return rows, alpha, beta
 
