@@ -24,6 +24,15 @@ from svdkd_jax import models
 from svdkd_jax import recipes
 
 
+@pytest.fixture(autouse=True)
+def _release_compiled_programs():
+  """Drops every compiled program after each test. An xdist worker compiles hundreds of KD-SVD steps, each
+  holding hundreds of memory mappings for its kernels (the unrolled Lanczos steps most), and a process that reaches
+  Linux's `vm.max_map_count` (65530) aborts inside the compiler; recompiles come from the persistent cache above."""
+  yield
+  jax.clear_caches()
+
+
 def tiny(variant: str = "teacher", **overrides) -> ml_collections.ConfigDict:
   """The quickstart's `variant` on 2 digit classes at 32x32, VGG pair at width 1/8: ~290 training images, 9 steps
   per epoch of 32, 72 eval images (2 padded batches of 64), 1 epoch. `section__key=value` overrides."""
