@@ -114,6 +114,7 @@ def relative(times: dict[str, list[float]], base: str) -> dict[str, float]:
 
 
 def _config(case: str, args):
+  from svdkd_jax import config as config_lib
   from svdkd_jax import config_files
   case, _, solver = case.partition("@")
   variant = {"student+teacher": "student", "student+stop": "student", "floor": "student",
@@ -121,7 +122,7 @@ def _config(case: str, args):
   config = config_files.get_config(f"{os.path.join(os.path.dirname(__file__), '..', 'configs', 'cifar100_vgg.py')}:{variant}")
   config.model.width = config.teacher.width = args.width
   config.train.batch_size = args.batch
-  if solver in ("eigh", "subspace", "lanczos"):
+  if solver in config_lib.CHOICES["distill.svd_solver"]:
     config.distill.svd_solver = solver
   if solver == "bf16":
     config.train.compute_dtype = "bfloat16"

@@ -76,12 +76,10 @@ def resolve(solver: str, r: int, p: int, platform: str = "cpu") -> str:
     raise ValueError(f"Unknown eigensolver {solver!r}; valid: {', '.join(SOLVERS)}.")
   if solver != "auto":
     return solver
-  if platform == "cpu" and p == 1 and r > POWER_MIN_SIZE:
-    return "power"
-  if platform == "cpu" and r > LANCZOS_MIN_SIZE:
-    return "lanczos"
   if platform == "cpu":
-    return "eigh"
+    if p == 1 and r > POWER_MIN_SIZE:
+      return "power"
+    return "lanczos" if r > LANCZOS_MIN_SIZE else "eigh"
   return "subspace" if r > SUBSPACE_MIN_SIZE and p + EXTRA < r else "eigh"
 
 
@@ -348,7 +346,7 @@ def lanczos_pairs(g: jax.Array, p: int, steps: int | None = None) -> tuple[jax.A
   """The top p pairs of `g [B, r, r]` by Lanczos with no fallback: `(lam [B, p], w [B, r, p], converged [B])`,
   `converged` the residual check; `steps` Lanczos steps (default `lanczos_steps(r, p)`)."""
   steps = lanczos_steps(g.shape[-1], p) if steps is None else steps
-  return _ritz_pairs(g, _lanczos_steps(g, steps), p)
+  return _ritz_pairs(g, *_tridiagonalise(g, steps), p)
 
 
 def _lanczos(g: jax.Array, p: int):
@@ -357,14 +355,11 @@ def _lanczos(g: jax.Array, p: int):
   return _patch(g, p, lam, w, ok)
 
 
-def _ritz_pairs(g: jax.Array, state: tuple, p: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """The top p Ritz pairs of the Lanczos `state` (`_lanczos_steps`), checked: `(lam [B, p], w [B, r, p], ok [B])`."""
-  rows, alpha, beta = state
-  basis = jnp.stack(rows, axis=1)  # [B, J, r]
-  alpha = jnp.stack(alpha, axis=-1)
-  beta = jnp.stack(beta, axis=-1) if beta else jnp.zeros(alpha.shape[:1] + (0,), alpha.dtype)
-  y = _tridiagonal_top(alpha, beta, p)[1]
-  w = _einsum("...jr,...jp->...rp", basis, y)
+def _ritz_pairs(g: jax.Array, basis: jax.Array, alpha: jax.Array, beta: jax.Array,
+                p: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The top p Ritz pairs of `g [B, r, r]` from its Lanczos tridiagonalisation (`_tridiagonalise`), checked:
+  `(lam [B, p], w [B, r, p], ok [B])`."""
+  w = _einsum("...jr,...jp->...rp", basis, _tridiagonal_top(alpha, beta, p)[1])
   cols = []  # Gram-Schmidt of the Ritz vectors: close Ritz values leave them slightly non-orthogonal
   for i in range(p):
     c = w[..., i]
@@ -386,14 +381,14 @@ def _orthogonalise(z: jax.Array, basis: jax.Array) -> jax.Array:
   return z
 
 
-def _lanczos_steps(g: jax.Array, steps: int) -> tuple[list, list, list]:
+def _tridiagonalise(g: jax.Array, steps: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Lanczos tridiagonalisation of `g [B, r, r]` with full reorthogonalisation, `steps` = J steps from a fixed start.
 
-  Returns `(rows, alpha, beta)`: J orthonormal rows `q_j [B, r]` with `Q G Q^T` the tridiagonal of diagonal
-  `alpha_j [B]` (J of them) and off-diagonal `beta_j [B]` (J - 1). Where the Krylov space of a matrix closes early
-  (an invariant subspace, as in a rank-deficient or zero G), its later rows are 0 and so are their alphas and betas:
-  the tridiagonal splits, and its top block's eigenpairs are still G's (pairs beyond that block get zero vectors,
-  which fail the residual check and take `eigh`).
+  Returns `(basis [B, J, r], alpha [B, J], beta [B, J - 1])`: orthonormal rows Q with `Q G Q^T` the tridiagonal of
+  diagonal alpha and off-diagonal beta. Where the Krylov space of a matrix closes early (an invariant subspace, as
+  in a rank-deficient or zero G), its later rows are 0 and so are their alphas and betas: the tridiagonal splits,
+  and its top block's eigenpairs are still G's (pairs beyond that block get zero vectors, which fail the residual
+  check and take `eigh`).
   """
   r = g.shape[-1]
   q = jnp.broadcast_to(jnp.asarray(_start(r, r, jnp.dtype(g.dtype).name)[:, 0]), g.shape[:1] + (r,))
@@ -410,7 +405,8 @@ def _lanczos_steps(g: jax.Array, steps: int) -> tuple[list, list, list]:
     q = jnp.where(closed[:, None], 0, z / jnp.where(closed, 1, norm)[:, None])
     rows.append(q)
     beta.append(jnp.where(closed, 0, norm))
-  return rows, alpha, beta
+  beta = jnp.stack(beta, axis=-1) if beta else jnp.zeros(g.shape[:1] + (0,), g.dtype)
+  return jnp.stack(rows, axis=1), jnp.stack(alpha, axis=-1), beta
 
 
 def _tridiagonal_top(alpha: jax.Array, beta: jax.Array, p: int) -> tuple[jax.Array, jax.Array]:
